@@ -1,0 +1,64 @@
+"""The ``emofuse`` command line.
+
+Subcommands are modules registered under the ``emofuse.commands`` entry-point group (see
+setup.py). Each module defines ``register(subparsers)``, which adds its parser and sets
+``func`` (taking the parsed args, returning an exit code). Discovery by entry points keeps the
+layering one-way: ``edge`` never imports ``export`` or ``calibrate`` to offer their commands.
+
+Errors: an :class:`EmofuseError` becomes one line on stderr and exit code 2; Ctrl-C exits 0
+after the command's own cleanup; anything else is a bug and keeps its traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from importlib import metadata
+
+from firmware_bridge.errors import EmofuseError
+
+log = logging.getLogger("emofuse")
+
+
+def _command_modules() -> dict[str, str]:
+    """Map subcommand name -> module path from the installed entry points."""
+    found = {ep.name: ep.value for ep in metadata.entry_points(group="emofuse.commands")}
+    if not found:  # running from a source tree that was never pip-installed
+        found = {"hr": "edge.cli.hr", "bench": "edge.cli.bench"}
+    return dict(sorted(found.items()))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="emofuse",
+        description="Edge emotion recognition fusing the face with the body's physiology.",
+    )
+    parser.add_argument(
+        "-v", "--verbose", action="count", default=0, help="more logging (-v info, -vv debug)"
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name, module_path in _command_modules().items():
+        module = importlib.import_module(module_path)
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = logging.WARNING - 10 * min(args.verbose, 2)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except EmofuseError as exc:
+        print(f"emofuse {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"emofuse {args.command}: interrupted", file=sys.stderr)
+        return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,58 @@
+"""Packaging for emofuse: one distribution, four top-level packages, one console script.
+
+Subcommands are found through the ``emofuse.commands`` entry-point group, so that a lower
+layer (``edge``) never has to import a higher one (``export``, ``calibrate``) to offer its
+commands.
+"""
+import os
+
+from setuptools import find_packages, setup
+
+CORE = [
+    "numpy>=1.24",
+    "scipy>=1.10",
+    "numba>=0.58",
+    # OpenCV 5 no longer ships the Haar cascades the face tracker uses.
+    "opencv-python-headless>=4.8,<5",
+    "onnx>=1.15",
+    "onnxruntime>=1.17",
+    "matplotlib>=3.7",
+    # Ships the public-domain astronaut photo that the synthetic face generator animates.
+    "scikit-image>=0.19",
+    "tqdm>=4.60",
+]
+
+if os.environ.get("EMOFUSE_SYSTEM_OPENCV") == "1":
+    # Jetson: keep JetPack's own OpenCV (built with GStreamer for CSI cameras); the PyPI wheel
+    # would shadow it. See README, "On a Jetson".
+    CORE = [req for req in CORE if not req.startswith("opencv")]
+
+EXTRAS = {
+    # torch is pinned exactly by CI's constraints file (.ci/constraints.txt), not here:
+    # a Jetson user keeps the torch that JetPack's wheels provide.
+    "export": ["torch>=2.2", "onnxscript>=0.1"],
+    # TensorRT itself comes with JetPack; it is not on PyPI in a usable form.
+    "jetson": ["pycuda>=2022.2"],
+    "sensors": ["pyserial>=3.5", "bleak>=0.21", "pylsl>=1.16"],
+    "dev": ["pytest>=7.4", "hypothesis>=6.90", "pyserial>=3.5"],
+}
+
+setup(
+    name="emofuse",
+    version="0.1.0",
+    description="Edge emotion recognition that fuses the face with the body's physiology",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["edge*", "export*", "calibrate*", "firmware_bridge*"]),
+    package_data={"firmware_bridge": ["firmware/*.h", "firmware/*.c"]},
+    install_requires=CORE,
+    extras_require=EXTRAS,
+    entry_points={
+        "console_scripts": ["emofuse = edge.cli:main"],
+        "emofuse.commands": [
+            "hr = edge.cli.hr",
+            "bench = edge.cli.bench",
+        ],
+    },
+)
