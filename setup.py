@@ -53,6 +53,7 @@ setup(
         "emofuse.commands": [
             "hr = edge.cli.hr",
             "bench = edge.cli.bench",
+            "devices = firmware_bridge.commands.devices",
         ],
     },
 )

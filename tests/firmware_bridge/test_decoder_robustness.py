@@ -207,7 +207,8 @@ def test_bit_flips_lose_only_the_frames_they_touch(bits):
     assert out == [TRAFFIC[k] for k in intact]
     assert dec.frames_ok == len(intact)
     assert dec.bytes_skipped == len(STREAM) - sum(len(PACKETS[k]) for k in intact) - dec.pending
-    assert dec.crc_errors + dec.malformed >= 1
+    # Every flip is seen: as a bad frame, or (a flipped final delimiter) as a frame still pending.
+    assert dec.crc_errors + dec.malformed >= 1 or dec.pending > 0
     _accounted(dec, len(STREAM))
 
 
