@@ -1,0 +1,231 @@
+"""Rendering of a pulsing face: a real photo whose skin changes colour with the blood volume.
+
+The face is the public-domain astronaut portrait shipped with scikit-image (NASA photo of
+Eileen Collins, ``skimage.data.astronaut()``), placed on a plain wall in a frame of the asked
+size. Its skin is darkened by the blood-volume pulse along the blood-volume signature
+``Pbv ~ [0.33, 0.77, 0.53]`` (R, G, B) of de Haan & van Leest 2014 ("Improved motion robustness
+of remote-PPG by using the blood volume pulse signature", Physiol Meas 35:1913-1926): more blood
+absorbs more light, most of all in green. Then come the nuisances a real camera adds: head
+motion (smooth random translation and scale), a global illumination change, Gaussian sensor
+noise and, optionally, JPEG compression.
+
+The frame is rendered in float32 and the sensor noise is added before rounding to uint8, so
+the noise dithers the quantiser: a 0.3 % pulse on a grey level of 150 is less than one level,
+yet its mean over the skin region survives, as in a real camera (Verkruysse, Svaasand &
+Nelson 2008 saw the pulse in 8-bit consumer video for the same reason).
+
+Rendering is stateless per frame: frame i depends only on the configuration and i (noise is
+drawn from a seed derived from both), so random access and iteration give the same bytes.
+"""
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple
+
+import cv2
+import numpy as np
+
+from firmware_bridge.errors import ConfigError
+
+__all__ = ["FaceRenderer", "PHOTO_FACE_BOX", "PBV_RGB", "Motion"]
+
+# The box OpenCV's Haar frontal-face cascade (haarcascade_frontalface_default.xml,
+# scaleFactor 1.1, minNeighbors 5) finds on the unscaled 512x512 photo, (x, y, w, h) px:
+# measured once, so that the ground-truth box has the convention a face tracker produces.
+PHOTO_FACE_BOX = (177.0, 66.0, 95.0, 95.0)
+# The face-skin ellipse on the unscaled photo ((cx, cy), (semi-axis x, semi-axis y)) px: the
+# forehead below the fringe down to the chin, cheek to cheek; not the neck or the hair.
+_FACE_ELLIPSE = ((225, 128), (40, 52))
+# Chai & Ngan 1999 YCrCb skin box, the same rule the ROI kernel uses.
+_CR_RANGE = (133, 173)
+_CB_RANGE = (77, 127)
+
+# Relative pulsatile strength per channel, (R, G, B), de Haan & van Leest 2014.
+PBV_RGB = (0.33, 0.77, 0.53)
+
+# A pale grey-beige wall, BGR, top and bottom of the frame.
+_WALL_TOP_BGR = (178.0, 182.0, 186.0)
+_WALL_BOTTOM_BGR = (140.0, 146.0, 152.0)
+# Feathered edge of the photo on the wall, in photo pixels.
+_FEATHER_PX = 12
+
+
+class Motion(NamedTuple):
+    """Rigid motion of the subject at one instant: translation (dx, dy) px and scale about the
+    face centre (1 = none)."""
+
+    dx_px: float
+    dy_px: float
+    scale: float
+
+
+@functools.lru_cache(maxsize=1)
+def _photo() -> tuple[np.ndarray, np.ndarray]:
+    # scikit-image is a core dependency, but importing it is slow: only when a face is needed.
+    from skimage import data
+
+    rgb = data.astronaut()
+    bgr = np.ascontiguousarray(rgb[:, :, ::-1])
+    ycrcb = cv2.cvtColor(bgr, cv2.COLOR_BGR2YCrCb)
+    skin = cv2.inRange(ycrcb, (0, _CR_RANGE[0], _CB_RANGE[0]), (255, _CR_RANGE[1], _CB_RANGE[1]))
+    ellipse = np.zeros(skin.shape, np.uint8)
+    cv2.ellipse(ellipse, _FACE_ELLIPSE[0], _FACE_ELLIPSE[1], 0, 0, 360, 255, -1)
+    mask = ((skin > 0) & (ellipse > 0)).astype(np.float32)
+    bgr.setflags(write=False)
+    mask.setflags(write=False)
+    return bgr, mask
+
+
+class FaceRenderer:
+    """Renders frames of the pulsing face at given times; one instance per session.
+
+    The static scene (wall, placed photo, skin weights) is built once; each frame then costs a
+    few full-frame float32 operations (about 4 ms at 640x480 on one core, plus 3-4 ms when JPEG
+    is on).
+
+    Args:
+        frame_size: (width, height) px, each >= 64.
+        face_scale: face-box height as a fraction of the frame height (0.05-1).
+        face_center: face-box centre as fractions (x, y) of the frame.
+        pulse_amplitude: systole-to-diastole relative intensity change of the skin in green
+            (e.g. 0.003 = 0.3 %); red and blue scale with :data:`PBV_RGB`. 0 = a printed photo.
+        noise_sigma: per-pixel Gaussian sensor noise, grey levels (>= 0).
+        jpeg_quality: JPEG quality 1-100 applied to every frame, or None for none.
+        seed: seed of the per-frame sensor noise.
+
+    Raises:
+        ConfigError: a parameter out of range.
+    """
+
+    def __init__(
+        self,
+        frame_size: tuple[int, int] = (640, 480),
+        face_scale: float = 0.35,
+        face_center: tuple[float, float] = (0.5, 0.45),
+        pulse_amplitude: float = 0.003,
+        noise_sigma: float = 0.0,
+        jpeg_quality: int | None = None,
+        seed: int = 0,
+    ) -> None:
+        w, h = (int(v) for v in frame_size)
+        if w < 64 or h < 64:
+            raise ConfigError(f"frame_size must be at least 64x64, got {frame_size}")
+        if not 0.05 <= face_scale <= 1.0:
+            raise ConfigError(f"face_scale must be within 0.05-1, got {face_scale}")
+        if not 0.0 <= pulse_amplitude <= 0.05:
+            raise ConfigError(f"pulse_amplitude must be within 0-0.05, got {pulse_amplitude}")
+        if not noise_sigma >= 0:
+            raise ConfigError(f"noise_sigma must be >= 0 grey levels, got {noise_sigma}")
+        if jpeg_quality is not None and not 1 <= int(jpeg_quality) <= 100:
+            raise ConfigError(f"jpeg_quality must be within 1-100 or None, got {jpeg_quality}")
+        self.size = (w, h)
+        self.pulse_amplitude = float(pulse_amplitude)
+        self.noise_sigma = float(noise_sigma)
+        self.jpeg_quality = None if jpeg_quality is None else int(jpeg_quality)
+        self.seed = int(seed)
+        self._build(face_scale, face_center)
+
+    def _build(self, face_scale: float, face_center: tuple[float, float]) -> None:
+        w, h = self.size
+        photo, mask = _photo()
+        bx, by, bw, bh = PHOTO_FACE_BOX
+        k = face_scale * h / bh
+        pw, ph = max(1, round(photo.shape[1] * k)), max(1, round(photo.shape[0] * k))
+        interp = cv2.INTER_AREA if k < 1.0 else cv2.INTER_CUBIC
+        # Resampled in float so pixel values keep fractional parts: the sub-grey-level pulse
+        # then survives rounding on average even without sensor noise.
+        scaled = cv2.resize(photo.astype(np.float32), (pw, ph), interpolation=interp)
+        skin = cv2.resize(mask, (pw, ph), interpolation=cv2.INTER_AREA if k < 1.0 else cv2.INTER_LINEAR)
+        np.clip(scaled, 0.0, 255.0, out=scaled)
+        np.clip(skin, 0.0, 1.0, out=skin)
+        feather = np.ones((ph, pw), np.float32)
+        f = max(1, round(_FEATHER_PX * k))
+        ramp = np.minimum(np.arange(f, dtype=np.float32) + 0.5, f) / f
+        feather[:f, :] *= ramp[:, None]
+        feather[-f:, :] *= ramp[::-1, None]
+        feather[:, :f] *= ramp[None, :]
+        feather[:, -f:] *= ramp[None, ::-1]
+        # Integer placement keeps the photo's own pixel grid; the box is exact in frame px.
+        ox = round(face_center[0] * w - (bx + bw / 2.0) * k)
+        oy = round(face_center[1] * h - (by + bh / 2.0) * k)
+        self.face_box0 = (ox + bx * k, oy + by * k, bw * k, bh * k)
+
+        wall = np.empty((h, w, 3), np.float32)
+        a = np.linspace(0.0, 1.0, h, dtype=np.float32)[:, None]
+        for c in range(3):
+            wall[:, :, c] = (1.0 - a) * _WALL_TOP_BGR[c] + a * _WALL_BOTTOM_BGR[c]
+        base = wall
+        skin_full = np.zeros((h, w), np.float32)
+        # Intersection of the placed photo with the frame.
+        x0, y0 = max(ox, 0), max(oy, 0)
+        x1, y1 = min(ox + pw, w), min(oy + ph, h)
+        if x1 > x0 and y1 > y0:
+            sx, sy = slice(x0 - ox, x1 - ox), slice(y0 - oy, y1 - oy)
+            alpha = feather[sy, sx][:, :, None]
+            base[y0:y1, x0:x1] = alpha * scaled[sy, sx] + (1.0 - alpha) * base[y0:y1, x0:x1]
+            skin_full[y0:y1, x0:x1] = skin[sy, sx] * feather[sy, sx]
+        weights_bgr = np.asarray(PBV_RGB[::-1], np.float32) / PBV_RGB[1]
+        self._base = np.ascontiguousarray(base)
+        self._skin = skin_full
+        # Per-pixel, per-channel intensity lost per unit of blood volume at unit amplitude.
+        self._pulse_gain = np.ascontiguousarray(base * skin_full[:, :, None] * weights_bgr)
+        self._center = (self.face_box0[0] + self.face_box0[2] / 2.0, self.face_box0[1] + self.face_box0[3] / 2.0)
+
+    def _matrix(self, motion: Motion) -> np.ndarray:
+        s = motion.scale
+        cx, cy = self._center
+        return np.array(
+            [[s, 0.0, (1.0 - s) * cx + motion.dx_px], [0.0, s, (1.0 - s) * cy + motion.dy_px]], np.float64
+        )
+
+    def face_box(self, motion: Motion) -> tuple[int, int, int, int]:
+        """Ground-truth face box (x, y, w, h) in frame px (rounded) under ``motion``."""
+        x, y, bw, bh = self.face_box0
+        cx, cy = self._center
+        s = motion.scale
+        nx = s * (x - cx) + cx + motion.dx_px
+        ny = s * (y - cy) + cy + motion.dy_px
+        return (round(nx), round(ny), round(s * bw), round(s * bh))
+
+    def skin_mask(self, motion: Motion) -> np.ndarray:
+        """Which pixels carry the pulse under ``motion``: float32 (H, W) weights in [0, 1]."""
+        if motion == Motion(0.0, 0.0, 1.0):
+            return self._skin.copy()
+        w, h = self.size
+        return cv2.warpAffine(self._skin, self._matrix(motion), (w, h), flags=cv2.INTER_LINEAR,
+                              borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
+
+    def render(self, index: int, blood_volume: float, gain: float, motion: Motion) -> np.ndarray:
+        """One frame.
+
+        Args:
+            index: frame index (selects the sensor-noise seed).
+            blood_volume: face blood volume at this frame's time, dimensionless (the BVP).
+            gain: global illumination gain (1 = nominal).
+            motion: the subject's rigid motion.
+
+        Returns:
+            uint8 BGR image, shape (H, W, 3).
+        """
+        w, h = self.size
+        # Skin darkens with blood: I_c = base_c * (1 - A * w_c * bvp).
+        img = cv2.addWeighted(self._base, 1.0, self._pulse_gain, -self.pulse_amplitude * float(blood_volume), 0.0)
+        if motion != Motion(0.0, 0.0, 1.0):
+            img = cv2.warpAffine(img, self._matrix(motion), (w, h), flags=cv2.INTER_LINEAR,
+                                 borderMode=cv2.BORDER_REFLECT101)
+        if self.noise_sigma > 0.0:
+            noise = np.empty_like(img)
+            # OpenCV's randn is 3x faster than NumPy's here; seeding its thread-local RNG per
+            # frame keeps frame i the same whatever order frames are rendered in.
+            seq = np.random.SeedSequence([self.seed, 0x5EED, int(index)])
+            cv2.setRNGSeed(int(seq.generate_state(1)[0] & 0x7FFFFFFF))
+            cv2.randn(noise, 0.0, self.noise_sigma)
+            img = cv2.scaleAdd(img, float(gain), noise)
+        elif gain != 1.0:
+            img = img * np.float32(gain)
+        # Round after the noise (dithering); clip first so rounding saturates like a sensor.
+        out = cv2.convertScaleAbs(cv2.max(img, 0.0))
+        if self.jpeg_quality is not None:
+            ok, buf = cv2.imencode(".jpg", out, [cv2.IMWRITE_JPEG_QUALITY, self.jpeg_quality])
+            out = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+        return out
