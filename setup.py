@@ -54,6 +54,8 @@ setup(
             "hr = edge.cli.hr",
             "bench = edge.cli.bench",
             "devices = firmware_bridge.commands.devices",
+            "simulate = firmware_bridge.commands.simulate",
+            "record = firmware_bridge.commands.record",
         ],
     },
 )

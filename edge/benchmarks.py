@@ -6,6 +6,7 @@ The figures go in docs/BENCHMARKS.md; nothing here is asserted by tests.
 """
 from __future__ import annotations
 
+import importlib
 import os
 import platform
 import time
@@ -65,6 +66,12 @@ def _first_call(fn: Callable[[], object]) -> float:
     return time.perf_counter() - t0
 
 
+def _kernels(*names: str):
+    """The kernel modules by name. ``edge.signals`` exports functions named like some of its
+    modules (``rppg``, ``tfr``, ``detrend``), so modules are looked up in the import system."""
+    return tuple(importlib.import_module(f"edge.signals.{name}") for name in names)
+
+
 def synthetic_rgb(n: int, fs: float, hr_bpm: float = 72.0, seed: int = 0) -> np.ndarray:
     """A face-skin RGB trace (N, 3) with a 0.3 % pulse along the PBV direction, drift and noise."""
     rng = np.random.default_rng(seed)
@@ -100,8 +107,7 @@ def numpy_pos_vectorised(rgb: np.ndarray, fs: float, window_s: float = 1.6) -> n
 def _rppg_cases(length_s: float, dense_max_s: float) -> list[Case]:
     from scipy.linalg import solveh_banded
 
-    from edge.signals import detrend as detrend_mod
-    from edge.signals import filters, hr, rppg, tfr
+    detrend_mod, filters, hr, rppg, tfr = _kernels("detrend", "filters", "hr", "rppg", "tfr")
     from edge.signals.reference import roi_hr_tfr as ref_rht
     from edge.signals.reference import rppg as ref
 
@@ -157,9 +163,7 @@ def _rppg_cases(length_s: float, dense_max_s: float) -> list[Case]:
 
 
 def _physio_cases(length_s: float) -> list[Case]:
-    from edge.signals import ecg as ecg_mod
-    from edge.signals import eda as eda_mod
-    from edge.signals import ppg as ppg_mod
+    ecg_mod, eda_mod, ppg_mod = _kernels("ecg", "eda", "ppg")
     from edge.signals.reference import physio as ref
     from firmware_bridge.sim import SimConfig, synth_session
 
@@ -181,8 +185,7 @@ def _fixed_cases() -> list[tuple[str, Case]]:
     """Cases whose size is fixed by the target: a 162x162 face box, the 30-minute MIT-BIH record."""
     import cv2
 
-    from edge.signals import ecg as ecg_mod
-    from edge.signals import roi
+    ecg_mod, roi = _kernels("ecg", "roi")
     from edge.signals.reference import physio as ref_physio
     from edge.signals.reference import roi_hr_tfr as ref_rht
 

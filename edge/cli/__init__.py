@@ -17,7 +17,7 @@ import os
 import sys
 from importlib import metadata
 
-from firmware_bridge.errors import EmofuseError
+from firmware_bridge.errors import EmofuseError, MissingDependencyError
 
 log = logging.getLogger("emofuse")
 
@@ -41,9 +41,29 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name, module_path in _command_modules().items():
-        module = importlib.import_module(module_path)
+        try:
+            module = importlib.import_module(module_path)
+        except ImportError as exc:
+            # A command whose optional dependency is missing still shows in --help and says,
+            # when run, what to install; the other commands keep working.
+            _register_unavailable(sub, name, module_path, exc)
+            continue
         module.register(sub)
     return parser
+
+
+def _register_unavailable(sub, name: str, module_path: str, exc: ImportError) -> None:
+    missing = getattr(exc, "name", None) or str(exc)
+    p = sub.add_parser(name, help=f"(unavailable: needs {missing})", add_help=False)
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+
+    def run(_args) -> int:
+        raise MissingDependencyError(
+            f"'{name}' needs {missing!r}, which is not installed ({module_path}: {exc}); "
+            "install the extra that provides it, e.g. pip install 'emofuse[export]'"
+        )
+
+    p.set_defaults(func=run)
 
 
 def main(argv: list[str] | None = None) -> int:
