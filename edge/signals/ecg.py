@@ -40,6 +40,7 @@ import numpy as np
 from numba import njit
 from scipy import signal as sps
 
+from edge.signals.filters import _sosfiltfilt_1d
 from firmware_bridge.errors import BadInputError
 
 __all__ = ["ecg_peaks"]
@@ -72,47 +73,13 @@ def _design(low_hz: float, high_hz: float, fs: float, order: int = 2, btype: str
 
 
 @njit(cache=True, nogil=True)
-def _sosfilt_forward(sos, z, x):
-    """Direct-form-II-transposed cascade over x in place, from state z (modified)."""
-    nsec = sos.shape[0]
-    for n in range(x.size):
-        v = x[n]
-        for s in range(nsec):
-            y = sos[s, 0] * v + z[s, 0]
-            z[s, 0] = sos[s, 1] * v - sos[s, 4] * y + z[s, 1]
-            z[s, 1] = sos[s, 2] * v - sos[s, 5] * y
-            v = y
-        x[n] = v
-
-
-@njit(cache=True, nogil=True)
-def _sosfilt_backward(sos, z, x):
-    nsec = sos.shape[0]
-    for n in range(x.size - 1, -1, -1):
-        v = x[n]
-        for s in range(nsec):
-            y = sos[s, 0] * v + z[s, 0]
-            z[s, 0] = sos[s, 1] * v - sos[s, 4] * y + z[s, 1]
-            z[s, 1] = sos[s, 2] * v - sos[s, 5] * y
-            v = y
-        x[n] = v
-
-
-@njit(cache=True, nogil=True)
 def _sosfiltfilt(sos, zi, x, pad):
-    """Zero-phase filtering with the same odd-extension padding and initial states as
-    scipy.signal.sosfiltfilt, so kernel and reference agree to rounding."""
-    n = x.size
-    ext = np.empty(n + 2 * pad)
-    for i in range(pad):
-        ext[i] = 2.0 * x[0] - x[pad - i]
-        ext[pad + n + i] = 2.0 * x[n - 1] - x[n - 2 - i]
-    ext[pad : pad + n] = x
-    z = zi * ext[0]
-    _sosfilt_forward(sos, z, ext)
-    z = zi * ext[ext.size - 1]
-    _sosfilt_backward(sos, z, ext)
-    return ext[pad : pad + n]
+    """Zero-phase filtering with scipy.signal.sosfiltfilt's odd-extension padding and initial
+    states (the shared kernel in filters.py), so kernel and reference agree to rounding.
+    ``pad`` is the padding ``_design`` computed; the shared kernel derives the same value."""
+    out = np.empty(x.size)
+    _sosfiltfilt_1d(sos, zi, x, out)
+    return out
 
 
 @njit(cache=True, nogil=True)
