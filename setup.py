@@ -56,6 +56,8 @@ setup(
             "devices = firmware_bridge.commands.devices",
             "simulate = firmware_bridge.commands.simulate",
             "record = firmware_bridge.commands.record",
+            "build = calibrate.commands.build",
+            "triton = calibrate.commands.triton",
         ],
     },
 )
