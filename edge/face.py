@@ -127,3 +127,63 @@ class HaarFaceDetector:
         ]
         boxes.sort(key=lambda b: b[2] * b[3], reverse=True)
         return boxes
+
+
+def crop_face(frame_bgr: np.ndarray, box, size: int = 32, margin: float = 0.15) -> np.ndarray:
+    """The model's face crop: a square around a face box, resized, in RGB.
+
+    The square is centred on the box centre, its side ``max(w, h) * (1 + 2 * margin)``
+    rounded to whole pixels. Where it extends past the frame it is padded with black (zeros),
+    so the face keeps its place and scale in the crop near the border. The square is then
+    shrunk (or enlarged) to ``size`` x ``size`` with ``cv2.INTER_AREA`` (pixel-area averaging,
+    which does not alias when shrinking) and converted from BGR to RGB. Training
+    (``export.data``) and the device both call this function, so both see the same crop.
+
+    Args:
+        frame_bgr: uint8 (H, W, 3) BGR frame.
+        box: face box (x, y, w, h) in frame pixels (e.g. :meth:`HaarFaceDetector.detect`), w and
+            h > 0; it may extend past the frame.
+        size: side of the output, pixels (>= 1).
+        margin: context added on each side, as a fraction of the box's longer side (>= 0).
+
+    Returns:
+        uint8 (size, size, 3) RGB crop (a new array).
+
+    Raises:
+        BadInputError: frame not uint8 (H, W, 3); box not 4 finite numbers with w, h > 0.
+        ConfigError: size < 1 or margin negative or not finite.
+
+    Method: no paper of its own; a plain square context crop with a fixed relative margin
+    around the detector's box (so the crop is invariant to the box's aspect ratio), area
+    resampling by OpenCV's ``INTER_AREA``.
+    """
+    if not isinstance(frame_bgr, np.ndarray) or frame_bgr.dtype != np.uint8 or frame_bgr.ndim != 3 \
+            or frame_bgr.shape[2] != 3:
+        shape = getattr(frame_bgr, "shape", None)
+        raise BadInputError(f"frame_bgr must be a uint8 (H, W, 3) BGR array, got {shape}")
+    try:
+        x, y, w, h = (float(v) for v in box)
+    except (TypeError, ValueError) as exc:
+        raise BadInputError(f"box must be 4 numbers (x, y, w, h), got {box!r}") from exc
+    if not all(np.isfinite(v) for v in (x, y, w, h)) or w <= 0 or h <= 0:
+        raise BadInputError(f"box must be finite with w, h > 0, got {box!r}")
+    if isinstance(size, bool) or int(size) != size or int(size) < 1:
+        raise ConfigError(f"size must be an integer >= 1, got {size!r}")
+    margin = float(margin)
+    if not (np.isfinite(margin) and margin >= 0):
+        raise ConfigError(f"margin must be a finite number >= 0, got {margin!r}")
+    size = int(size)
+    side = max(1, int(round(max(w, h) * (1.0 + 2.0 * margin))))
+    x0 = int(round(x + w / 2.0 - side / 2.0))
+    y0 = int(round(y + h / 2.0 - side / 2.0))
+    height, width = frame_bgr.shape[:2]
+    # Copy the part of the square inside the frame into a black square: padding, not clamping,
+    # so a face at the border is not stretched.
+    square = np.zeros((side, side, 3), np.uint8)
+    fx0, fy0 = max(x0, 0), max(y0, 0)
+    fx1, fy1 = min(x0 + side, width), min(y0 + side, height)
+    if fx1 > fx0 and fy1 > fy0:
+        square[fy0 - y0:fy1 - y0, fx0 - x0:fx1 - x0] = frame_bgr[fy0:fy1, fx0:fx1]
+    if side != size:
+        square = cv2.resize(square, (size, size), interpolation=cv2.INTER_AREA)
+    return np.ascontiguousarray(square[:, :, ::-1])

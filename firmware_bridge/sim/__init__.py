@@ -10,8 +10,10 @@ The stand-in for real cameras and sensor boards in tests and in the demo::
 
 See docs/SIMULATOR.md for the generative model, every parameter and the physiology behind it.
 ``firmware_bridge.sim.physio`` holds the waveform models, ``firmware_bridge.sim.face`` the
-renderer, ``firmware_bridge.sim.noise`` realistic ECG noise.
+renderer, ``firmware_bridge.sim.expression`` facial expressions and per-subject appearance,
+``firmware_bridge.sim.noise`` realistic ECG noise.
 """
+from firmware_bridge.sim.expression import FaceAppearance
 from firmware_bridge.sim.session import SimConfig, SyntheticSession, Trace, synth_session
 
-__all__ = ["SimConfig", "SyntheticSession", "Trace", "synth_session"]
+__all__ = ["FaceAppearance", "SimConfig", "SyntheticSession", "Trace", "synth_session"]

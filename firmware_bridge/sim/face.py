@@ -16,6 +16,10 @@ Nelson 2008 saw the pulse in 8-bit consumer video for the same reason).
 
 Rendering is stateless per frame: frame i depends only on the configuration and i (noise is
 drawn from a seed derived from both), so random access and iteration give the same bytes.
+
+Per-subject appearance (skin tone, wall tint, face proportions, landmark offsets) and facial
+expressions (valence and arousal warps) come from :mod:`firmware_bridge.sim.expression`; at
+their defaults the renderer produces exactly the plain photo's frames.
 """
 from __future__ import annotations
 
@@ -26,6 +30,7 @@ import cv2
 import numpy as np
 
 from firmware_bridge.errors import ConfigError
+from firmware_bridge.sim.expression import ExpressionRig, FaceAppearance
 
 __all__ = ["FaceRenderer", "PHOTO_FACE_BOX", "PBV_RGB", "Motion"]
 
@@ -76,6 +81,20 @@ def _photo() -> tuple[np.ndarray, np.ndarray]:
     return bgr, mask
 
 
+@functools.lru_cache(maxsize=1)
+def _photo_backdrop() -> np.ndarray:
+    # The studio backdrop behind the subject (and the white parts of the suit): bright,
+    # unsaturated pixels, opened to drop specks and blurred to a soft float32 weight in [0, 1].
+    # An appearance's wall tint applies there as on the plain wall.
+    bgr, _ = _photo()
+    hsv = cv2.cvtColor(bgr, cv2.COLOR_BGR2HSV)
+    mask = ((hsv[:, :, 1] < 60) & (hsv[:, :, 2] > 140)).astype(np.uint8) * 255
+    mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((5, 5), np.uint8))
+    soft = cv2.GaussianBlur(mask.astype(np.float32) / 255.0, (0, 0), 3.0)
+    soft.setflags(write=False)
+    return soft
+
+
 class FaceRenderer:
     """Renders frames of the pulsing face at given times; one instance per session.
 
@@ -92,6 +111,8 @@ class FaceRenderer:
         noise_sigma: per-pixel Gaussian sensor noise, grey levels (>= 0).
         jpeg_quality: JPEG quality 1-100 applied to every frame, or None for none.
         seed: seed of the per-frame sensor noise.
+        appearance: the subject's look (:class:`~firmware_bridge.sim.expression.FaceAppearance`);
+            None or the default = the plain photo.
 
     Raises:
         ConfigError: a parameter out of range.
@@ -106,6 +127,7 @@ class FaceRenderer:
         noise_sigma: float = 0.0,
         jpeg_quality: int | None = None,
         seed: int = 0,
+        appearance: FaceAppearance | None = None,
     ) -> None:
         w, h = (int(v) for v in frame_size)
         if w < 64 or h < 64:
@@ -118,6 +140,9 @@ class FaceRenderer:
             raise ConfigError(f"noise_sigma must be >= 0 grey levels, got {noise_sigma}")
         if jpeg_quality is not None and not 1 <= int(jpeg_quality) <= 100:
             raise ConfigError(f"jpeg_quality must be within 1-100 or None, got {jpeg_quality}")
+        if appearance is not None and not isinstance(appearance, FaceAppearance):
+            raise ConfigError(f"appearance must be a FaceAppearance or None, got {type(appearance).__name__}")
+        self.appearance = appearance if appearance is not None else FaceAppearance()
         self.size = (w, h)
         self.pulse_amplitude = float(pulse_amplitude)
         self.noise_sigma = float(noise_sigma)
@@ -130,25 +155,30 @@ class FaceRenderer:
         photo, mask = _photo()
         bx, by, bw, bh = PHOTO_FACE_BOX
         k = face_scale * h / bh
-        pw, ph = max(1, round(photo.shape[1] * k)), max(1, round(photo.shape[0] * k))
-        interp = cv2.INTER_AREA if k < 1.0 else cv2.INTER_CUBIC
+        # The appearance's proportions stretch the photo about its own pixel grid; at 1 and 1
+        # this is exactly the plain photo's scaling.
+        kx, ky = k * self.appearance.width_scale, k * self.appearance.height_scale
+        pw, ph = max(1, round(photo.shape[1] * kx)), max(1, round(photo.shape[0] * ky))
+        shrink = min(kx, ky) < 1.0
+        interp = cv2.INTER_AREA if shrink else cv2.INTER_CUBIC
         # Resampled in float so pixel values keep fractional parts: the sub-grey-level pulse
         # then survives rounding on average even without sensor noise.
         scaled = cv2.resize(photo.astype(np.float32), (pw, ph), interpolation=interp)
-        skin = cv2.resize(mask, (pw, ph), interpolation=cv2.INTER_AREA if k < 1.0 else cv2.INTER_LINEAR)
+        skin = cv2.resize(mask, (pw, ph), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
         np.clip(scaled, 0.0, 255.0, out=scaled)
         np.clip(skin, 0.0, 1.0, out=skin)
         feather = np.ones((ph, pw), np.float32)
-        f = max(1, round(_FEATHER_PX * k))
+        f = max(1, round(_FEATHER_PX * min(kx, ky)))
         ramp = np.minimum(np.arange(f, dtype=np.float32) + 0.5, f) / f
         feather[:f, :] *= ramp[:, None]
         feather[-f:, :] *= ramp[::-1, None]
         feather[:, :f] *= ramp[None, :]
         feather[:, -f:] *= ramp[None, ::-1]
         # Integer placement keeps the photo's own pixel grid; the box is exact in frame px.
-        ox = round(face_center[0] * w - (bx + bw / 2.0) * k)
-        oy = round(face_center[1] * h - (by + bh / 2.0) * k)
-        self.face_box0 = (ox + bx * k, oy + by * k, bw * k, bh * k)
+        ox = round(face_center[0] * w - (bx + bw / 2.0) * kx)
+        oy = round(face_center[1] * h - (by + bh / 2.0) * ky)
+        self.face_box0 = (ox + bx * kx, oy + by * ky, bw * kx, bh * ky)
+        self._placement = ((float(ox), float(oy)), (kx, ky))
 
         wall = np.empty((h, w, 3), np.float32)
         a = np.linspace(0.0, 1.0, h, dtype=np.float32)[:, None]
@@ -164,12 +194,44 @@ class FaceRenderer:
             alpha = feather[sy, sx][:, :, None]
             base[y0:y1, x0:x1] = alpha * scaled[sy, sx] + (1.0 - alpha) * base[y0:y1, x0:x1]
             skin_full[y0:y1, x0:x1] = skin[sy, sx] * feather[sy, sx]
+        if not self.appearance.is_default:
+            photo_alpha = np.zeros((h, w), np.float32)
+            backdrop = np.zeros((h, w), np.float32)
+            if x1 > x0 and y1 > y0:
+                photo_alpha[y0:y1, x0:x1] = feather[sy, sx]
+                placed = cv2.resize(_photo_backdrop(), (pw, ph), interpolation=cv2.INTER_AREA if shrink
+                                    else cv2.INTER_LINEAR)
+                backdrop[y0:y1, x0:x1] = placed[sy, sx]
+            base, skin_full = self._apply_appearance(base, skin_full, photo_alpha, backdrop)
         weights_bgr = np.asarray(PBV_RGB[::-1], np.float32) / PBV_RGB[1]
         self._base = np.ascontiguousarray(base)
         self._skin = skin_full
         # Per-pixel, per-channel intensity lost per unit of blood volume at unit amplitude.
         self._pulse_gain = np.ascontiguousarray(base * skin_full[:, :, None] * weights_bgr)
         self._center = (self.face_box0[0] + self.face_box0[2] / 2.0, self.face_box0[1] + self.face_box0[3] / 2.0)
+
+    @functools.cached_property
+    def rig(self) -> ExpressionRig:
+        """The expression warps on this frame layout (built on first use)."""
+        origin, scale = self._placement
+        return ExpressionRig(self.size, origin, scale)
+
+    def _apply_appearance(self, base: np.ndarray, skin: np.ndarray, photo_alpha: np.ndarray,
+                          backdrop: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        a = self.appearance
+        wall_gain = np.asarray(a.wall_tone_rgb[::-1], np.float32) - 1.0
+        skin_gain = np.asarray(a.skin_tone_rgb[::-1], np.float32) - 1.0
+        tone = self.rig.tone_mask() * photo_alpha
+        # Gains as (1 + weight * (g - 1)): the wall where the photo is absent and the photo's
+        # own backdrop, the face and neck where the tone mask is; the feathered photo edge
+        # blends them.
+        wall = (1.0 - photo_alpha) + photo_alpha * backdrop * (1.0 - tone)
+        base = base * (1.0 + wall[:, :, None] * wall_gain + tone[:, :, None] * skin_gain)
+        if a.has_static_warp:
+            field = self.rig.field(appearance=a)
+            base = self.rig.warp(base, field)
+            skin = self.rig.warp(skin, field)
+        return np.clip(base, 0.0, 255.0).astype(np.float32), np.clip(skin, 0.0, 1.0).astype(np.float32)
 
     def _matrix(self, motion: Motion) -> np.ndarray:
         s = motion.scale
@@ -187,15 +249,25 @@ class FaceRenderer:
         ny = s * (y - cy) + cy + motion.dy_px
         return (round(nx), round(ny), round(s * bw), round(s * bh))
 
-    def skin_mask(self, motion: Motion) -> np.ndarray:
-        """Which pixels carry the pulse under ``motion``: float32 (H, W) weights in [0, 1]."""
+    def _expression_field(self, expression: tuple[float, float]) -> np.ndarray | None:
+        valence, arousal = (float(v) for v in expression)
+        if valence == 0.0 and arousal == 0.0:
+            return None
+        return self.rig.field(valence, arousal)
+
+    def skin_mask(self, motion: Motion, expression: tuple[float, float] = (0.0, 0.0)) -> np.ndarray:
+        """Which pixels carry the pulse under ``motion`` and ``expression`` (valence, arousal
+        intensities, see :meth:`render`): float32 (H, W) weights in [0, 1]."""
+        field = self._expression_field(expression)
+        skin = self._skin if field is None else self.rig.warp(self._skin, field)
         if motion == Motion(0.0, 0.0, 1.0):
-            return self._skin.copy()
+            return skin.copy()
         w, h = self.size
-        return cv2.warpAffine(self._skin, self._matrix(motion), (w, h), flags=cv2.INTER_LINEAR,
+        return cv2.warpAffine(skin, self._matrix(motion), (w, h), flags=cv2.INTER_LINEAR,
                               borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
 
-    def render(self, index: int, blood_volume: float, gain: float, motion: Motion) -> np.ndarray:
+    def render(self, index: int, blood_volume: float, gain: float, motion: Motion,
+               expression: tuple[float, float] = (0.0, 0.0)) -> np.ndarray:
         """One frame.
 
         Args:
@@ -203,6 +275,9 @@ class FaceRenderer:
             blood_volume: face blood volume at this frame's time, dimensionless (the BVP).
             gain: global illumination gain (1 = nominal).
             motion: the subject's rigid motion.
+            expression: effective (valence, arousal) intensities, each clipped to +-1.5:
+                valence > 0 smiles, < 0 frowns; arousal > 0 raises the brows and opens the
+                eyes (see :mod:`firmware_bridge.sim.expression`). (0, 0) = the photo's own face.
 
         Returns:
             uint8 BGR image, shape (H, W, 3).
@@ -210,6 +285,10 @@ class FaceRenderer:
         w, h = self.size
         # Skin darkens with blood: I_c = base_c * (1 - A * w_c * bvp).
         img = cv2.addWeighted(self._base, 1.0, self._pulse_gain, -self.pulse_amplitude * float(blood_volume), 0.0)
+        # The expression moves the pulsing skin with the face, before the head's rigid motion.
+        field = self._expression_field(expression)
+        if field is not None:
+            img = self.rig.warp(img, field)
         if motion != Motion(0.0, 0.0, 1.0):
             img = cv2.warpAffine(img, self._matrix(motion), (w, h), flags=cv2.INTER_LINEAR,
                                  borderMode=cv2.BORDER_REFLECT101)

@@ -20,6 +20,7 @@ import numpy as np
 
 from firmware_bridge.errors import BadInputError, ConfigError
 from firmware_bridge.sim import physio
+from firmware_bridge.sim.expression import EXPRESSION_LIMIT, FaceAppearance, expression_trajectory
 from firmware_bridge.sim.face import FaceRenderer, Motion
 
 __all__ = ["SimConfig", "SyntheticSession", "Trace", "synth_session"]
@@ -91,6 +92,17 @@ class SimConfig:
         noise_sigma: per-pixel Gaussian sensor noise, grey levels.
         jpeg_quality: JPEG quality 1-100 applied to every frame, None = uncompressed.
 
+    Expression and appearance (see :mod:`firmware_bridge.sim.expression`):
+        expression_valence: facial valence in [-1, 1]: > 0 smiles (mouth corners up, cheeks
+            raised), < 0 frowns (corners down, brows lowered and drawn together); a constant or
+            knots ``((t_s, value), ...)`` interpolated linearly. 0 = the photo's own face.
+        expression_arousal: facial arousal in [-1, 1]: > 0 raises the brows and widens the
+            eyes, < 0 lowers the lids; a constant or knots.
+        expressivity: how strongly this person shows it (0 = poker face, 1 = nominal, up to
+            3); the rendered intensity is expressivity x value, clipped to +-1.5.
+        face_appearance: the subject's look: skin tone, background tint, face proportions,
+            landmark offsets (:class:`~firmware_bridge.sim.expression.FaceAppearance`).
+
     Raises (on construction):
         ConfigError: any setting out of range.
     """
@@ -130,6 +142,10 @@ class SimConfig:
     flicker_hz: float = 0.0
     noise_sigma: float = 2.0
     jpeg_quality: int | None = None
+    expression_valence: float | tuple[tuple[float, float], ...] = 0.0
+    expression_arousal: float | tuple[tuple[float, float], ...] = 0.0
+    expressivity: float = 1.0
+    face_appearance: FaceAppearance = field(default_factory=FaceAppearance)
 
     def __post_init__(self) -> None:
         # Lists become tuples so a config stays hashable and truly frozen.
@@ -148,6 +164,18 @@ class SimConfig:
             fix("frame_size", tuple(int(v) for v in self.frame_size))
             fix("face_center", tuple(float(v) for v in self.face_center))
             fix("motion_band_hz", tuple(float(v) for v in self.motion_band_hz))
+            for name in ("expression_valence", "expression_arousal"):
+                spec = getattr(self, name)
+                expression_trajectory(spec, name)  # validates the value or the knots
+                if np.ndim(spec) > 0:
+                    fix(name, tuple((float(t), float(v)) for t, v in spec))
+                else:
+                    fix(name, float(spec))
+            if isinstance(self.face_appearance, dict):
+                fix("face_appearance", FaceAppearance(**self.face_appearance))
+            if not isinstance(self.face_appearance, FaceAppearance):
+                raise ConfigError(f"SimConfig: face_appearance must be a FaceAppearance, got "
+                                  f"{type(self.face_appearance).__name__}")
         except (TypeError, ValueError) as exc:
             if isinstance(exc, ConfigError):
                 raise
@@ -214,6 +242,7 @@ _RANGES: dict[str, tuple[float, float]] = {
     "flicker_pct": (0.0, 50.0),
     "flicker_hz": (0.0, 1000.0),
     "noise_sigma": (0.0, 100.0),
+    "expressivity": (0.0, 3.0),
 }
 
 
@@ -265,7 +294,7 @@ class SyntheticSession:
         n_frames (== len(session)), frame_times_s (float64 (n_frames,), s), bvp (float64
         (n_frames,), face blood volume at the frame times, dimensionless, larger = more blood:
         the skin is darker then), frame(i), frames(), face_box(i), skin_mask(i), motion(i),
-        illumination(i).
+        illumination(i), expression(i).
     """
 
     def __init__(self, config: SimConfig) -> None:
@@ -352,12 +381,18 @@ class SyntheticSession:
         gain = 1.0 + c.illumination_pct / 100.0 * u
         gain = gain + c.flicker_pct / 100.0 * np.sin(2.0 * np.pi * c.flicker_hz * t)
         self._gain = _readonly(gain)
+        # Deterministic functions of time only (no random stream): adding an expression leaves
+        # every other component of the session unchanged.
+        self._valence = _readonly(np.clip(c.expressivity * expression_trajectory(c.expression_valence)(t),
+                                          -EXPRESSION_LIMIT, EXPRESSION_LIMIT))
+        self._arousal = _readonly(np.clip(c.expressivity * expression_trajectory(c.expression_arousal)(t),
+                                          -EXPRESSION_LIMIT, EXPRESSION_LIMIT))
 
     @cached_property
     def _renderer(self) -> FaceRenderer:
         c = self.config
         return FaceRenderer(c.frame_size, c.face_scale, c.face_center, c.pulse_amplitude,
-                            c.noise_sigma, c.jpeg_quality, c.seed)
+                            c.noise_sigma, c.jpeg_quality, c.seed, appearance=c.face_appearance)
 
     def __len__(self) -> int:
         return self.n_frames
@@ -376,6 +411,12 @@ class SyntheticSession:
         """Global light gain in frame i (1 = nominal)."""
         return float(self._gain[self._check_index(i)])
 
+    def expression(self, i: int) -> tuple[float, float]:
+        """Rendered (valence, arousal) intensities in frame i: expressivity x the programmed
+        values, clipped to +-1.5 (0, 0 = the photo's own face)."""
+        i = self._check_index(i)
+        return float(self._valence[i]), float(self._arousal[i])
+
     def frame(self, i: int) -> np.ndarray:
         """Render frame i: uint8 BGR, shape (H, W, 3); the same bytes whenever it is asked for.
 
@@ -383,7 +424,8 @@ class SyntheticSession:
             BadInputError: i is not an integer in 0..n_frames-1.
         """
         i = self._check_index(i)
-        return self._renderer.render(i, float(self.bvp[i]), float(self._gain[i]), self.motion(i))
+        return self._renderer.render(i, float(self.bvp[i]), float(self._gain[i]), self.motion(i),
+                                     self.expression(i))
 
     def frames(self, start: int = 0, stop: int | None = None) -> Iterator[np.ndarray]:
         """Iterate over frames start..stop-1 (uint8 BGR (H, W, 3)), rendered one at a time;
@@ -399,7 +441,7 @@ class SyntheticSession:
 
     def skin_mask(self, i: int) -> np.ndarray:
         """Pulsating-skin weights of frame i: float32 (H, W) in [0, 1]."""
-        return self._renderer.skin_mask(self.motion(i))
+        return self._renderer.skin_mask(self.motion(i), self.expression(i))
 
     # -- heart-rate truth --------------------------------------------------------------------
     def hr_at(self, t_s: float | np.ndarray) -> np.ndarray:

@@ -1,0 +1,252 @@
+"""The synthetic emotion dataset and the shared preprocessing (export.data)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from edge.face import crop_face
+from edge.signals.roi import face_rgb
+from edge.signals.rppg import rppg, rppg_clean
+from edge.signals.tfr import tfr, tfr_frequencies, tfr_params
+from export.data import preprocess as pp
+from export.data.preprocess import (
+    PREPROCESSING,
+    EmotionWindows,
+    Recording,
+    Stream,
+    kfold_subject_splits,
+    loso_splits,
+    window_shapes,
+    windows_from_session,
+)
+from export.data.synth import SYNTH_PRESETS, SynthConfig, build_synth_dataset, synth_trials
+from firmware_bridge.errors import BadInputError, ConfigError
+from firmware_bridge.resample import resample_to_grid
+from firmware_bridge.sim import SimConfig, synth_session
+
+CONTRACT = {
+    "face_clip": ((8, 32, 32, 3), np.uint8),
+    "tfr": ((32, 32), np.float32),
+    "contact": ((2, 1920), np.float32),
+    "contact_level": ((2,), np.float32),
+    "face_seq_crops": ((120, 32, 32, 3), np.uint8),
+    "valence": ((), np.float32),
+    "arousal": ((), np.float32),
+    "valence_high": ((), np.int64),
+    "arousal_high": ((), np.int64),
+    "subject": ((), np.int64),
+    "trial": ((), np.int64),
+}
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> tuple[EmotionWindows, object]:
+    cache = tmp_path_factory.mktemp("synth-cache")
+    return build_synth_dataset(preset="tiny", cache_dir=cache), cache
+
+
+@pytest.fixture(scope="module")
+def session():
+    # A 62 s session like one trial of the dataset, with a known heart rate and SCRs.
+    return synth_session(SimConfig(duration_s=62, seed=5, hr_bpm=72, frame_size=(128, 128), face_scale=0.55,
+                                   face_center=(0.5, 0.5), scr_onsets_s=(10, 25, 40, 50), scr_amplitudes_us=0.6,
+                                   eda_tonic_us=6.0, ppg_noise=0.02, expression_valence=0.5))
+
+
+def test_tiny_dataset_has_the_contract_arrays_and_balanced_labels(tiny):
+    data, _ = tiny
+    assert len(data) == 16 and SYNTH_PRESETS["tiny"] == {"n_subjects": 4, "trials_per_subject": 4}
+    for name, (shape, dtype) in CONTRACT.items():
+        a = getattr(data, name)
+        assert a.dtype == dtype and a.shape == (16, *shape), name
+    assert np.array_equal(data.valence_high, (data.valence > 5).astype(np.int64))
+    for s in range(4):
+        mine = data.subject == s
+        # One trial per valence x arousal quadrant for every subject.
+        quads = set(zip(data.valence_high[mine].tolist(), data.arousal_high[mine].tolist()))
+        assert quads == {(0, 0), (0, 1), (1, 0), (1, 1)}
+        assert sorted(data.trial[mine].tolist()) == [0, 1, 2, 3]
+    assert data.face_present.all() and data.contact_present.all() and data.level_present.all()
+    assert data.preprocessing == PREPROCESSING
+    assert data.meta["config"]["n_subjects"] == 4 and len(data.meta["truth"]) == 16
+    assert np.all(np.isfinite(data.tfr)) and np.all(np.isfinite(data.contact))
+    # z-scored rows, crops that are real images.
+    assert np.allclose(data.contact.mean(axis=2), 0, atol=1e-4) and np.allclose(data.contact.std(axis=2), 1, atol=1e-3)
+    assert 60 < data.face_clip.mean() < 200 and data.face_seq_crops.std() > 20
+
+
+def test_windows_recover_the_generators_truth(tiny):
+    data, _ = tiny
+    truth = data.meta["truth"]
+    hr_true = np.array([t["hr_bpm"] for t in truth])
+    # Contact HR level vs the programmed mean rate (HRV and a slow drift around it).
+    assert np.abs(100 * data.contact_level[:, 0] - hr_true).max() < 4.0
+    # The rPPG image's strongest row sits at the heart rate.
+    f = tfr_frequencies((32, 32), 0.7, 3.5)
+    tfr_hr = 60 * f[np.argmax(data.tfr.mean(axis=2), axis=1)]
+    assert np.median(np.abs(tfr_hr - hr_true)) < 5.0
+    tonic = np.array([t["eda_tonic_us"] for t in truth])
+    assert np.all(np.abs(10 * data.contact_level[:, 1] / tonic - 1) < 0.25)
+
+
+def test_labels_drive_face_and_physiology_as_documented():
+    trials = synth_trials(SynthConfig(n_subjects=12))
+    v = np.array([t.valence for t in trials])
+    a = np.array([t.arousal for t in trials])
+    s = np.array([t.subject for t in trials])
+
+    def within(key):
+        x = np.array([t.truth[key] for t in trials])
+        return x - np.array([x[s == i].mean() for i in s])
+
+    # Valence mostly in the face, arousal mostly in the body; cross-talk small.
+    assert np.corrcoef(within("expression_valence"), v)[0, 1] > 0.6
+    assert abs(np.corrcoef(within("expression_valence"), a)[0, 1]) < 0.25
+    assert np.corrcoef(within("hr_bpm"), a)[0, 1] > 0.6
+    assert abs(np.corrcoef(within("hr_bpm"), v)[0, 1]) < 0.35
+    assert np.corrcoef(within("hrv_sdnn_ms"), a)[0, 1] < -0.5
+    assert np.corrcoef(within("scr_in_window"), a)[0, 1] > 0.3
+    # Subjects differ: resting heart rate spread across subjects exceeds the arousal effect
+    # within a subject (an idiosyncrasy that does not transfer across subjects).
+    hr = np.array([t.truth["hr_bpm"] for t in trials])
+    subject_means = np.array([hr[s == i].mean() for i in range(12)])
+    assert subject_means.std() > 4.0
+    looks = {t.sim.face_appearance for t in trials}
+    assert len(looks) == 12
+
+
+def test_faces_show_valence_within_a_subject(tiny):
+    data, _ = tiny
+    # Mean face over the window, minus the subject's mean face: the high-minus-low valence
+    # direction learned on three subjects sorts the fourth one's trials.
+    faces = data.face_seq_crops.astype(np.float64).mean(axis=(1, 4)).reshape(len(data), -1)
+    faces -= np.stack([faces[data.subject == s].mean(axis=0) for s in data.subject])
+    correct = 0
+    for train, test in loso_splits(data.subject):
+        hi, lo = train[data.valence_high[train] == 1], train[data.valence_high[train] == 0]
+        direction = faces[hi].mean(axis=0) - faces[lo].mean(axis=0)
+        score = faces[test] @ direction
+        correct += np.sum((score > 0) == (data.valence_high[test] == 1))
+    assert correct >= 13  # of 16
+
+
+def test_build_is_deterministic_cached_and_worker_independent(tiny, tmp_path):
+    data, cache = tiny
+    files = list(cache.glob("synth-*.npz"))
+    assert len(files) == 1
+    again = build_synth_dataset(preset="tiny", cache_dir=cache)  # from the cache
+    for name in pp.ARRAY_NAMES:
+        assert np.array_equal(getattr(again, name), getattr(data, name)), name
+    cfg = SynthConfig(n_subjects=2, trials_per_subject=1, seed=3)
+    one = build_synth_dataset(config=cfg, workers=1)
+    two = build_synth_dataset(config=cfg, workers=2)
+    for name in pp.ARRAY_NAMES:
+        assert np.array_equal(getattr(one, name), getattr(two, name)), name
+    other = build_synth_dataset(config=SynthConfig(n_subjects=2, trials_per_subject=1, seed=4))
+    assert not np.array_equal(one.face_clip, other.face_clip)
+    assert one.meta["seeds"] == {"seed": 3}
+
+
+def test_windows_use_exactly_the_runtime_kernels(session):
+    w = windows_from_session(session)
+    p = PREPROCESSING
+    # Rebuild the TFR and two crops by hand from the edge functions.
+    t_end, fps = 62.0, 30.0
+    idx = np.nonzero((session.frame_times_s >= t_end - 10 - 1 / fps - 1e-9) & (session.frame_times_s < t_end))[0]
+    rgb = np.array([face_rgb(session.frame(i), session.face_box(i), skin="chai_ngan_wide") for i in idx])
+    grid, valid = resample_to_grid(session.frame_times_s[idx], rgb, fps, t_end - 10, 300)
+    assert valid.all()
+    pulse = rppg_clean(rppg(grid, fps, "pos", 1.6), fps, lam=100.0, lo=0.7, hi=3.5, order=4)
+    assert np.array_equal(w.tfr, tfr(pulse, fps, **p["tfr"]))
+    last = len(session) - 1
+    assert np.array_equal(w.face_clip[-1], crop_face(session.frame(last), session.face_box(last), 32, 0.15))
+    assert np.array_equal(w.face_clip[0], crop_face(session.frame(last - 56), session.face_box(last - 56), 32, 0.15))
+    assert np.array_equal(w.face_seq_crops[-2], crop_face(session.frame(last - 15), session.face_box(last - 15)))
+    y, ok = resample_to_grid(session.eda.t_s, session.eda.values, 32.0, 2.0, 1920, antialias=True)
+    assert ok.all()
+    assert np.allclose(w.contact[1], (y - y.mean()) / y.std(), atol=1e-5)
+    assert tfr_params(**p["tfr"]) == p["tfr"]
+    assert window_shapes()["face_seq_crops"][0] == (120, 32, 32, 3)
+
+
+def test_missing_sources_give_zeros_and_flags(session):
+    # Contact only, the PPG with a 20 s hole: no face; the hole is zero; HR still measured.
+    ppg = np.array(session.ppg.values)
+    t = session.ppg.t_s
+    ppg[(t > 20) & (t < 40)] = np.nan
+    rec = Recording(ppg=Stream(t, ppg), eda=Stream(session.eda.t_s, session.eda.values, "uS"), t_end_s=62.0)
+    w = windows_from_session(rec)
+    assert not w.face_present and not w.face_clip.any() and not w.tfr.any() and not w.face_seq_crops.any()
+    assert w.contact_present.tolist() == [True, True]
+    grid_t = 2.0 + np.arange(1920) / 32.0
+    assert np.all(w.contact[0][(grid_t > 20.2) & (grid_t < 39.8)] == 0)
+    assert 100 * w.contact_level[0] == pytest.approx(session.mean_hr_bpm(2, 62), abs=2.0)
+    # No PPG: the heart-rate level comes from the ECG; EDA not in uS: no EDA level.
+    rec = Recording(ecg=Stream(session.ecg.t_s, session.ecg.values), eda=Stream(session.eda.t_s, session.eda.values),
+                    t_end_s=62.0)
+    w = windows_from_session(rec)
+    assert w.contact_present.tolist() == [False, True] and not w.contact[0].any()
+    assert w.level_present.tolist() == [True, False]
+    assert 100 * w.contact_level[0] == pytest.approx(session.mean_hr_bpm(2, 62), abs=1.5)
+    # A face that is never found: crops empty, flag down.
+    rec = Recording(frame_times_s=session.frame_times_s, frame=session.frame, face_box=lambda i: None, t_end_s=62.0)
+    w = windows_from_session(rec)
+    assert not w.face_present and not w.face_clip.any()
+    with pytest.raises(BadInputError):
+        windows_from_session(Recording())
+
+
+def test_splits_are_subject_disjoint_and_cover_everything():
+    subjects = np.repeat(np.arange(7), 3)
+    loso = loso_splits(subjects)
+    assert len(loso) == 7
+    for i, (train, test) in enumerate(loso):
+        assert set(subjects[test]) == {i} and i not in set(subjects[train])
+        assert len(train) + len(test) == 21
+    folds = kfold_subject_splits(subjects, 3, seed=1)
+    tested = np.concatenate([test for _, test in folds])
+    assert sorted(tested.tolist()) == list(range(21))
+    for train, test in folds:
+        assert not set(subjects[train]) & set(subjects[test])
+        assert len(set(subjects[test])) in (2, 3)
+    assert all(np.array_equal(a[1], b[1]) for a, b in zip(folds, kfold_subject_splits(subjects, 3, seed=1)))
+    with pytest.raises(ConfigError):
+        kfold_subject_splits(subjects, 8)
+    with pytest.raises(BadInputError):
+        loso_splits(np.zeros(5))
+
+
+def test_save_load_subset_and_corrupt_files(tiny, tmp_path):
+    data, _ = tiny
+    path = data.save(tmp_path / "tiny")
+    assert path.name == "tiny.npz"
+    back = EmotionWindows.load(path)
+    assert back.meta == json.loads(json.dumps(data.meta))
+    assert all(np.array_equal(getattr(back, n), getattr(data, n)) for n in pp.ARRAY_NAMES)
+    sub = data.subset(data.subject == 2)
+    assert len(sub) == 4 and set(sub.subject.tolist()) == {2}
+    assert np.array_equal(sub.face_clip, data.face_clip[data.subject == 2])
+    with pytest.raises(BadInputError):
+        data.subset([99])
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"not a zip at all")
+    with pytest.raises(BadInputError, match="bad.npz"):
+        EmotionWindows.load(bad)
+    with pytest.raises(BadInputError, match="missing.npz"):
+        EmotionWindows.load(tmp_path / "missing.npz")
+    partial = tmp_path / "partial.npz"
+    np.savez(partial, tfr=data.tfr)
+    with pytest.raises(BadInputError, match="partial.npz.*missing"):
+        EmotionWindows.load(partial)
+    arrays = data.arrays()
+    arrays["valence_high"] = 1 - arrays["valence_high"]
+    with pytest.raises(BadInputError, match="valence_high"):
+        EmotionWindows(**arrays, meta=data.meta)
+    arrays = data.arrays()
+    arrays["tfr"] = arrays["tfr"].astype(np.float64)
+    with pytest.raises(BadInputError, match="tfr"):
+        EmotionWindows(**arrays, meta=data.meta)
+    with pytest.raises(ConfigError):
+        build_synth_dataset(preset="huge")
