@@ -20,6 +20,8 @@ CORE = [
     # Ships the public-domain astronaut photo that the synthetic face generator animates.
     "scikit-image>=0.19",
     "tqdm>=4.60",
+    # The demo's simulated sensor board is read through the real serial transport.
+    "pyserial>=3.5",
 ]
 
 if os.environ.get("EMOFUSE_SYSTEM_OPENCV") == "1":
@@ -34,7 +36,7 @@ EXTRAS = {
     # TensorRT itself comes with JetPack; it is not on PyPI in a usable form.
     "jetson": ["pycuda>=2022.2"],
     "sensors": ["pyserial>=3.5", "bleak>=0.21", "pylsl>=1.16"],
-    "dev": ["pytest>=7.4", "hypothesis>=6.90", "pyserial>=3.5"],
+    "dev": ["pytest>=7.4", "hypothesis>=6.90"],
 }
 
 setup(
@@ -45,19 +47,26 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["edge*", "export*", "calibrate*", "firmware_bridge*"]),
-    package_data={"firmware_bridge": ["firmware/*.h", "firmware/*.c"]},
+    package_data={
+        "firmware_bridge": ["firmware/*.h", "firmware/*.c"],
+        "edge": ["default_bundle/*"],
+    },
     install_requires=CORE,
     extras_require=EXTRAS,
     entry_points={
         "console_scripts": ["emofuse = edge.cli:main"],
         "emofuse.commands": [
             "hr = edge.cli.hr",
+            "run = edge.cli.run",
             "bench = edge.cli.bench",
             "devices = firmware_bridge.commands.devices",
             "simulate = firmware_bridge.commands.simulate",
             "record = firmware_bridge.commands.record",
             "build = calibrate.commands.build",
             "triton = calibrate.commands.triton",
+            "calibrate = calibrate.commands.calibrate",
+            "train = export.commands.train",
+            "export = export.commands.export",
         ],
     },
 )

@@ -9,3 +9,17 @@ from firmware_bridge.errors import (  # noqa: F401
     MissingDependencyError,
     SourceEndedError,
 )
+
+
+def __getattr__(name: str):
+    # Lazy (PEP 562): ``edge.Pipeline`` without paying for the pipeline's imports on
+    # ``import edge``.
+    if name == "Pipeline":
+        from edge.pipeline import Pipeline
+
+        return Pipeline
+    if name == "Result":
+        from edge.results import Result
+
+        return Result
+    raise AttributeError(f"module 'edge' has no attribute {name!r}")

@@ -1,6 +1,10 @@
-"""``emofuse bench signals``: throughput of the Numba kernels against their NumPy references.
+"""``emofuse bench signals``: throughput of the Numba kernels against their NumPy references;
+``emofuse bench BUNDLE``: latency and throughput of an exported bundle per backend, precision
+and batch (:mod:`edge.benchmarks_bundle`); ``emofuse bench pipeline``: the whole runtime on a
+recording against the issue-6 targets (:mod:`edge.bench_pipeline`, docs/PERFORMANCE.md).
 
-The figures go in docs/BENCHMARKS.md. Speed is measured here, never in timed tests (STYLE 14).
+The figures go in docs/BENCHMARKS.md and docs/QUANTIZATION.md. Speed is measured here, never
+in timed tests (STYLE 14).
 """
 from __future__ import annotations
 
@@ -14,11 +18,16 @@ from firmware_bridge.errors import ConfigError
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "bench",
-        help="benchmark the signal kernels (bench signals)",
-        description="Per-kernel throughput of the Numba kernels against their NumPy/SciPy "
-        "references, with the Numba compile (cold-start) time shown apart.",
+        help="benchmark the signal kernels (bench signals), a bundle (bench BUNDLE) or the "
+        "pipeline (bench pipeline)",
+        description="'bench signals': per-kernel throughput of the Numba kernels against their "
+        "NumPy/SciPy references, with the Numba compile (cold-start) time shown apart. "
+        "'bench BUNDLE': latency p50/p99 and throughput of a bundle per backend, precision and "
+        "batch, after warm-up, with the host's description. 'bench pipeline': the whole runtime "
+        "on a recording (replay speed, latency, memory, start-up, per-stage time, a Jetson Orin "
+        "Nano estimate) against the targets in docs/PERFORMANCE.md.",
     )
-    p.add_argument("target", help="what to benchmark: 'signals'")
+    p.add_argument("target", help="what to benchmark: 'signals', 'pipeline' or a bundle folder")
     p.add_argument(
         "--lengths-s", type=float, nargs="+", default=[10.0, 60.0, 300.0],
         help="signal lengths in seconds (default 10 60 300)",
@@ -35,12 +44,43 @@ def register(subparsers) -> None:
     p.add_argument("--dense-max-s", type=float, default=60.0,
                    help="longest signal the O(N^3) dense-detrend reference is run on (default 60)")
     p.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
+    b = p.add_argument_group("bundle benchmark (bench BUNDLE)")
+    b.add_argument("--backend", nargs="+", default=["onnxruntime"],
+                   help="backends: onnxruntime, tensorrt, auto (default onnxruntime)")
+    b.add_argument("--precision", nargs="+", default=None,
+                   help="precisions: fp32 int8 fp16 (default fp32, and int8 when the bundle has it)")
+    b.add_argument("--batch", type=int, nargs="+", default=[1, 8], help="batch sizes (default 1 8)")
+    b.add_argument("--threads", type=int, default=1,
+                   help="ONNX Runtime intra-op threads (default 1; 0 = its default)")
+    b.add_argument("--runs", type=int, default=300,
+                   help="timed runs per case at batch 1 (fewer at larger batches; default 300)")
+    b.add_argument("--warmup", type=int, default=50, help="untimed runs per case first (default 50)")
+    g = p.add_argument_group("pipeline benchmark (bench pipeline)")
+    g.add_argument("--recording", default="sim",
+                   help="a recording folder, or 'sim' (default): a synthetic 640x480 30 fps session")
+    g.add_argument("--minutes", type=float, default=2.0,
+                   help="length of the synthetic session, and the most replayed, min (default 2)")
+    g.add_argument("--bundle", default="default",
+                   help="bundle run with INT8 ONNX Runtime: 'default', a folder, or 'none' (default: default)")
+    g.add_argument("--paced-s", type=float, default=60.0,
+                   help="session seconds of the paced live-mode latency run; 0 skips it (default 60)")
+    g.add_argument("--no-cold", action="store_true", help="skip the start with an empty Numba cache")
+    g.add_argument("--fast-runs", type=int, default=1,
+                   help="fast replays to run; the fastest is reported (default 1)")
+    g.add_argument("--profile", action="store_true",
+                   help="one more fast replay under cProfile (all threads); its top functions are listed")
+    g.add_argument("--keep", default=None, help="build the synthetic recording in this folder and keep it")
+    g.add_argument("--report", default=None, help="also write the report here (.json: JSON, else Markdown)")
+    g.add_argument("--tracker", default=None, metavar="JSON",
+                   help='face-tracker settings to try, e.g. \'{"detect_every": 30}\' (default: the pipeline\'s)')
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
+    if args.target == "pipeline":
+        return run_pipeline(args)
     if args.target != "signals":
-        raise ConfigError(f"unknown bench target {args.target!r}: only 'signals' is available")
+        return run_bundle(args)
     if args.repeat < 1:
         raise ConfigError("--repeat must be >= 1")
     if args.cold:
@@ -62,3 +102,60 @@ def run(args) -> int:
     else:
         sys.stdout.write(benchmarks.format_table(rows, host=benchmarks.host_description()))
     return 0
+
+
+def run_bundle(args) -> int:
+    from pathlib import Path
+
+    if not Path(args.target).is_dir():
+        raise ConfigError(f"unknown bench target {args.target!r}: 'signals', 'pipeline' or a bundle folder")
+    if args.threads < 0:
+        raise ConfigError("--threads must be >= 0")
+    if args.threads == 1 and not args.all_cores and hasattr(os, "sched_setaffinity"):
+        # One thread on one core: the CPU target is stated that way, and it keeps the
+        # scheduler from moving the run between cores mid-measurement.
+        os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
+
+    from edge import benchmarks_bundle as bb
+
+    result = bb.bench_bundle(
+        args.target, backends=args.backend, precisions=args.precision,
+        batches=bb.check_batches(args.batch), threads=args.threads or None,
+        warmup=args.warmup, runs=args.runs,
+    )
+    sys.stdout.write(bb.format_json_lines(result) if args.json else bb.format_bundle_table(result))
+    return 0
+
+
+def run_pipeline(args) -> int:
+    from pathlib import Path
+
+    if args.fast_runs < 1:
+        raise ConfigError("--fast-runs must be >= 1")
+    from edge import bench_pipeline as bp
+
+    report = bp.bench_pipeline(
+        args.recording, minutes=args.minutes, bundle=args.bundle, paced_s=args.paced_s,
+        cold_cache=not args.no_cold, one_core=not args.all_cores, profile=args.profile, keep=args.keep,
+        tracker=_json_object(args.tracker, "--tracker"), fast_runs=args.fast_runs,
+        progress=lambda msg: print(msg, file=sys.stderr, flush=True),
+    )
+    text = json.dumps(report, indent=2) + "\n" if args.json else bp.format_report(report)
+    sys.stdout.write(text)
+    if args.report:
+        out = Path(args.report)
+        out.write_text(json.dumps(report, indent=2) + "\n" if out.suffix == ".json" else bp.format_report(report),
+                       encoding="utf-8")
+    return 0
+
+
+def _json_object(text: str | None, flag: str) -> dict | None:
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise ConfigError(f"{flag} must be a JSON object: {exc}") from None
+    if not isinstance(value, dict):
+        raise ConfigError(f"{flag} must be a JSON object, got {text!r}")
+    return value

@@ -17,6 +17,10 @@ exactly the runtime's kernels:
   .hrv`` on that same 32 Hz PPG (/ 100), and the tonic EDA mean from
   ``edge.signals.eda.eda_decompose`` (uS / 10).
 
+The computations on raw window data are the torch-free :mod:`edge.preprocess` functions that
+the device runtime (``edge.pipeline``) calls on its ring buffers; this module reads recordings
+and hands them the frames, colours and samples of each window.
+
 :class:`EmotionWindows` holds N such windows with labels and subjects and saves them as one
 ``.npz``; :func:`loso_splits` and :func:`kfold_subject_splits` give subject-independent splits.
 See docs/DATASET.md.
@@ -34,6 +38,9 @@ from typing import Any
 
 import numpy as np
 
+# The window record and every computation on raw window data live in the torch-free
+# edge.preprocess, which the device runtime calls too; this module reads recordings.
+from edge.preprocess import Window
 from firmware_bridge.errors import BadInputError, ConfigError
 
 __all__ = [
@@ -195,32 +202,6 @@ class Recording:
     t_end_s: float | None = None
 
 
-@dataclass(frozen=True, eq=False)
-class Window:
-    """One window's model inputs (shapes for the default :data:`PREPROCESSING`).
-
-    Attributes:
-        face_clip: uint8 (8, 32, 32, 3) RGB crops over the last 2 s (zeros where no face).
-        tfr: float32 (32, 32) rPPG time-frequency image of the last 10 s (zeros without face).
-        contact: float32 (2, 1920) z-scored PPG and EDA at 32 Hz, 0 where invalid.
-        contact_level: float32 (2,) mean HR / 100 and tonic EDA / 10 (0 where not available).
-        face_seq_crops: uint8 (120, 32, 32, 3) one crop every 0.5 s over the window.
-        face_present: the video exists and the face was found in every cropped frame and in
-            at least half of the pulse window.
-        contact_present: bool (2,) each contact row has at least half its samples valid.
-        level_present: bool (2,) each level summary could be computed.
-    """
-
-    face_clip: np.ndarray
-    tfr: np.ndarray
-    contact: np.ndarray
-    contact_level: np.ndarray
-    face_seq_crops: np.ndarray
-    face_present: bool
-    contact_present: np.ndarray
-    level_present: np.ndarray
-
-
 def _stream_end(stream: Any) -> float | None:
     if stream is None:
         return None
@@ -249,145 +230,72 @@ def _infer_t_end(session_like: Any) -> float:
 
 # -- the face half ------------------------------------------------------------------------------
 
-def _latest_frames(frame_t: np.ndarray, targets: np.ndarray, max_age_s: float) -> np.ndarray:
-    # The frame a camera would be showing at each target time: the latest one at or before
-    # it (1 us of slack for float rounding), if it is younger than max_age_s; else -1.
-    j = np.searchsorted(frame_t, targets + 1e-6, side="right") - 1
-    ok = (j >= 0) & (targets - frame_t[np.clip(j, 0, None)] <= max_age_s)
-    return np.where(ok, j, -1)
-
-
 def _face_inputs(session_like: Any, p: dict, t_end: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
+    """Read the frames the window needs and hand them to :func:`edge.preprocess.face_inputs`,
+    the function the runtime calls too."""
     from edge.face import crop_face
+    from edge.preprocess import face_inputs, face_plan
     from edge.signals.roi import face_rgb
-    from edge.signals.rppg import rppg, rppg_clean
-    from edge.signals.tfr import tfr
-    from firmware_bridge.resample import resample_to_grid
 
     pf, pr = p["face"], p["rppg"]
-    fps = float(p["fps"])
     size, margin = int(pf["crop_size"]), float(pf["crop_margin"])
-    n_clip, n_seq = int(pf["clip_frames"]), int(pf["seq_frames"])
-    clip = np.zeros((n_clip, size, size, 3), np.uint8)
-    seq = np.zeros((n_seq, size, size, 3), np.uint8)
-    f_rows, t_cols = (int(v) for v in p["tfr"]["shape"])
-    image = np.zeros((f_rows, t_cols), np.float32)
     frame_t = getattr(session_like, "frame_times_s", None)
     if frame_t is None or len(frame_t) < 2 or getattr(session_like, "frame", None) is None \
             and getattr(session_like, "frames_at", None) is None:
-        return clip, image, seq, False
+        s = int(pf["crop_size"])
+        f_rows, t_cols = (int(v) for v in p["tfr"]["shape"])
+        return (np.zeros((int(pf["clip_frames"]), s, s, 3), np.uint8), np.zeros((f_rows, t_cols), np.float32),
+                np.zeros((int(pf["seq_frames"]), s, s, 3), np.uint8), False)
     frame_t = np.asarray(frame_t, dtype=np.float64)
-    period = float(np.median(np.diff(frame_t)))
-    # The last grid point sits one frame period before the window's end, on the last frame.
-    last = t_end - 1.0 / fps
-    max_age = max(period, 1.0 / fps) + 1e-6
-    clip_idx = _latest_frames(frame_t, last - (n_clip - 1 - np.arange(n_clip)) * pf["clip_stride_frames"] / fps,
-                              max_age)
-    seq_idx = _latest_frames(frame_t, last - (n_seq - 1 - np.arange(n_seq)) / float(pf["seq_rate_hz"]), max_age)
-    n_pulse = int(round(float(pr["pulse_window_s"]) * fps))
-    t_grid0 = t_end - n_pulse / fps
-    # Frames that bracket the pulse grid (one period of slack on each side for interpolation).
-    pulse_idx = np.nonzero((frame_t >= t_grid0 - period - 1e-9) & (frame_t < t_end))[0]
-    wanted = sorted(set(pulse_idx.tolist()) | set(clip_idx[clip_idx >= 0].tolist())
-                    | set(seq_idx[seq_idx >= 0].tolist()))
+    plan = face_plan(frame_t, t_end, p)
+    wanted = plan.wanted()
     frames_at = getattr(session_like, "frames_at", None)
     frames = frames_at(wanted) if frames_at is not None else {i: session_like.frame(i) for i in wanted}
     face_box = getattr(session_like, "face_box", None)
     boxes = {i: (face_box(i) if face_box is not None else None) for i in wanted}
 
-    found = True
-    for out, idx in ((clip, clip_idx), (seq, seq_idx)):
-        for k, i in enumerate(idx):
-            box = boxes.get(int(i)) if i >= 0 else None
-            if box is None or frames.get(int(i)) is None:
-                found = False
-                continue
-            out[k] = crop_face(frames[int(i)], box, size, margin)
+    def crop(i: int):
+        box, frame = (boxes.get(i), frames.get(i)) if i >= 0 else (None, None)
+        return None if box is None or frame is None else crop_face(frame, box, size, margin)
 
-    rgb = np.full((pulse_idx.size, 3), np.nan)
-    for k, i in enumerate(pulse_idx):
+    clip_crops = [crop(int(i)) for i in plan.clip_idx]
+    seq_crops = [crop(int(i)) for i in plan.seq_idx]
+    rgb = np.full((plan.pulse_idx.size, 3), np.nan)
+    for k, i in enumerate(plan.pulse_idx):
         box, frame = boxes.get(int(i)), frames.get(int(i))
         if box is not None and frame is not None:
             rgb[k] = face_rgb(frame, box, skin=pr["skin"])
-    pulse_ok = False
-    if pulse_idx.size >= 2:
-        grid, valid = resample_to_grid(frame_t[pulse_idx], rgb, fps, t_grid0, n_pulse)
-        if valid.mean() >= 0.5:
-            pulse = rppg(grid, fps, pr["method"], pr["method_window_s"])
-            pulse = rppg_clean(pulse, fps, **pr["clean"])
-            if np.isfinite(pulse).mean() >= 0.5:
-                pulse_ok = True
-                # The TFR needs finite samples: a gap becomes zero pulse (no power), as the
-                # runtime's buffer holds it.
-                pulse = np.where(np.isfinite(pulse), pulse, float(pr["gap_fill"]))
-                image = tfr(pulse, fps, **p["tfr"]).astype(np.float32)
-    return clip, image, seq, bool(found and pulse_ok)
+    fi = face_inputs(plan, frame_t, rgb, clip_crops, seq_crops, p)
+    return fi.face_clip, fi.tfr, fi.face_seq_crops, fi.face_present
 
 
 # -- the contact half ---------------------------------------------------------------------------
 
 def _contact_inputs(session_like: Any, p: dict, t_end: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    from edge.signals.eda import eda_decompose
-    from edge.signals.hrv import hrv
-    from edge.signals.ppg import ppg_peaks
-    from firmware_bridge.resample import resample_to_grid
+    """Resample the window's contact streams and hand them to :func:`edge.preprocess.contact_inputs`,
+    the function the runtime calls too."""
+    from edge.preprocess import contact_inputs, ecg_level_hr, resample_contact
 
     pc, pl = p["contact"], p["contact_level"]
     rate, n = float(pc["rate_hz"]), int(pc["n_samples"])
-    t0 = t_end - n / rate
-    rows = np.zeros((len(pc["streams"]), n), np.float32)
-    present = np.zeros(len(pc["streams"]), bool)
-    level = np.zeros(2, np.float32)
-    level_ok = np.zeros(2, bool)
-    raw: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    for r, name in enumerate(pc["streams"]):
+    grids: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for name in pc["streams"]:
         stream = getattr(session_like, name, None)
         if stream is None:
             continue
         t_s, values = np.asarray(stream.t_s, dtype=np.float64), np.asarray(stream.values, dtype=np.float64)
         if t_s.size < 2:
             continue
-        y, valid = resample_to_grid(t_s, values, rate, t0, n, antialias=bool(pc["antialias"]))
-        if valid.mean() < float(pc["min_valid_fraction"]):
-            continue
-        raw[name] = (y, valid)
-        mean, std = float(y[valid].mean()), float(y[valid].std())
-        z = (y - mean) / std if std > 1e-12 else np.zeros(n)
-        rows[r] = np.where(valid, z, float(pc["invalid_value"])).astype(np.float32)
-        present[r] = True
-
-    hr_bpm = math.nan
-    if "ppg" in raw:
-        y, valid = raw["ppg"]
-        # Gaps held at the mean are flat: no peak there, and an interval across the gap is
-        # rejected by hrv's NN rule.
-        filled = np.where(valid, y, y[valid].mean())
-        h = hrv(ppg_peaks(filled, rate), rate)
-        if h.n_beats >= int(pl["min_beats"]):
-            hr_bpm = h.mean_hr_bpm
-    elif getattr(session_like, "ecg", None) is not None:
-        hr_bpm = _ecg_hr(session_like.ecg, t0, t_end, int(pl["min_beats"]))
-    if math.isfinite(hr_bpm):
-        level[0], level_ok[0] = hr_bpm / float(pl["hr_scale_bpm"]), True
-    eda_stream = getattr(session_like, "eda", None)
-    if "eda" in raw and getattr(eda_stream, "units", None) == "uS":
-        y, valid = raw["eda"]
-        tonic, _ = eda_decompose(np.where(valid, y, y[valid].mean()), rate)
-        level[1], level_ok[1] = float(tonic[valid].mean()) / float(pl["eda_scale_us"]), True
-    return rows, present, level, level_ok
-
-
-def _ecg_hr(ecg: Any, t0: float, t_end: float, min_beats: int) -> float:
-    from edge.signals.ecg import ecg_peaks
-    from edge.signals.hrv import hrv
-
-    t_s, values = np.asarray(ecg.t_s, dtype=np.float64), np.asarray(ecg.values, dtype=np.float64)
-    inside = (t_s >= t0) & (t_s < t_end) & np.isfinite(values)
-    if inside.sum() < 2:
-        return math.nan
-    fs = 1.0 / float(np.median(np.diff(t_s[inside])))
-    h = hrv(ecg_peaks(values[inside], fs), fs)
-    return h.mean_hr_bpm if h.n_beats >= min_beats else math.nan
+        grids[name] = resample_contact(t_s, values, t_end, p)
+    ecg_hr = math.nan
+    ppg_usable = "ppg" in grids and grids["ppg"][1].mean() >= float(pc["min_valid_fraction"])
+    ecg = getattr(session_like, "ecg", None)
+    if not ppg_usable and ecg is not None:
+        # Only needed (and only paid for) when the PPG cannot give the heart-rate level.
+        ecg_hr = ecg_level_hr(ecg.t_s, ecg.values, t_end - n / rate, t_end, int(pl["min_beats"]))
+    eda_units = getattr(getattr(session_like, "eda", None), "units", None)
+    ci = contact_inputs(grids, p, eda_units=eda_units, ecg_hr_bpm=ecg_hr)
+    return ci.contact, ci.contact_present, ci.contact_level, ci.level_present
 
 
 def windows_from_session(session_like: Any, preprocessing: dict | None = None, t_end_s: float | None = None) -> Window:

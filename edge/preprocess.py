@@ -1,0 +1,596 @@
+"""Model inputs from raw window data: the one torch-free preprocessing of training and device.
+
+Everything here is configured by a bundle manifest's ``preprocessing`` dict (the dataset's
+``PREPROCESSING`` in ``export.data.preprocess``, copied into every manifest): no rate, window
+or crop size is written twice. Training (``export.data``) cuts windows from whole recordings;
+the runtime (:mod:`edge.pipeline`) from its ring buffers; both go through these functions, so
+a model sees the same numbers on the device as in training (tested to 1e-6 on a replayed
+synthetic session, tests/edge/test_preprocess.py).
+
+The steps (shapes for the default settings):
+
+- face (:func:`face_plan`, :func:`face_inputs`): which frames a window needs: 8 crops every
+  8th frame over the last 2 s (``face_clip``), one crop every 0.5 s over 60 s
+  (``face_seq_crops``, from which MVP's ``face_feats`` are computed by the facial encoder), and
+  the frames of the last 10 s (the pulse window). Crops are :func:`edge.face.crop_face`; each
+  pulse frame contributes :func:`edge.signals.roi.face_rgb` (forehead + cheek skin means),
+  put on the ``fps`` grid by :func:`firmware_bridge.resample.resample_to_grid`, then
+  :func:`edge.signals.rppg.rppg` (POS, Wang et al. 2017), :func:`edge.signals.rppg.rppg_clean`
+  and :func:`edge.signals.tfr.tfr` (STFT image, Allen 1977);
+- contact (:func:`resample_contact`, :func:`contact_inputs`): PPG and EDA on the 32 Hz grid of
+  the 60 s window, z-scored over their valid samples (invalid samples 0), plus the two level
+  summaries z-scoring removes: mean heart rate (:func:`edge.signals.ppg.ppg_peaks` +
+  :func:`edge.signals.hrv.hrv` on that same 32 Hz PPG, Elgendi et al. 2013; ECG R peaks when
+  there is no PPG) / 100, and the tonic EDA mean (:func:`edge.signals.eda.eda_decompose`) / 10;
+- tensors (:func:`model_feeds`): the contract's float32 batch arrays by ONNX input name.
+
+Times are float64 seconds on one clock shared by frames and samples; a window is
+``[t_end_s - window_s, t_end_s)``.
+"""
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from firmware_bridge.errors import BadInputError, ConfigError
+from firmware_bridge.resample import DEFAULT_MAX_GAP_PERIODS
+
+__all__ = [
+    "ContactInputs",
+    "FaceInputs",
+    "FacePlan",
+    "PulseWindow",
+    "Window",
+    "check_preprocessing",
+    "contact_inputs",
+    "crops_to_nchw",
+    "ecg_level_hr",
+    "face_inputs",
+    "face_plan",
+    "model_feeds",
+    "pulse_from_rgb",
+    "resample_contact",
+    "tfr_image",
+]
+
+# Keys every preprocessing dict must hold: (section, key) or (key,) for top-level values.
+_REQUIRED = (
+    ("fps",), ("window_s",),
+    ("face", "crop_size"), ("face", "crop_margin"), ("face", "clip_frames"),
+    ("face", "clip_stride_frames"), ("face", "seq_rate_hz"), ("face", "seq_frames"),
+    ("rppg", "skin"), ("rppg", "method"), ("rppg", "method_window_s"), ("rppg", "pulse_window_s"),
+    ("rppg", "clean"), ("rppg", "gap_fill"),
+    ("tfr", "kind"), ("tfr", "shape"),
+    ("contact", "streams"), ("contact", "rate_hz"), ("contact", "n_samples"), ("contact", "antialias"),
+    ("contact", "invalid_value"), ("contact", "min_valid_fraction"),
+    ("contact_level", "hr_scale_bpm"), ("contact_level", "eda_scale_us"), ("contact_level", "min_beats"),
+)
+# A pulse window counts as formed when at least this share of its grid is valid (face seen)
+# and at least this share of the cleaned pulse is finite.
+_MIN_PULSE_FRACTION = 0.5
+
+
+def check_preprocessing(p: Any) -> dict:
+    """Check that a preprocessing dict holds every setting this module reads.
+
+    Args:
+        p: the manifest's (or dataset's) ``preprocessing`` dict.
+
+    Returns:
+        ``p`` itself.
+
+    Raises:
+        ConfigError: not a dict, or a key missing (the message names it, e.g.
+            ``preprocessing.rppg.pulse_window_s``), or a window that is not positive.
+    """
+    if not isinstance(p, Mapping):
+        raise ConfigError(f"preprocessing must be a dict, got {type(p).__name__}")
+    for path in _REQUIRED:
+        node: Any = p
+        for key in path:
+            if not isinstance(node, Mapping) or key not in node:
+                raise ConfigError(f"preprocessing.{'.'.join(path)} is missing")
+            node = node[key]
+    try:
+        ok = (float(p["fps"]) > 0 and float(p["window_s"]) > 0 and float(p["rppg"]["pulse_window_s"]) > 0
+              and float(p["contact"]["rate_hz"]) > 0 and int(p["contact"]["n_samples"]) > 0)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"preprocessing: a rate or window is not a number ({exc})") from None
+    if not ok:
+        raise ConfigError("preprocessing: fps, window_s, pulse_window_s, contact rate_hz and n_samples must be > 0")
+    return p  # type: ignore[return-value]
+
+
+# -- the window record ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class Window:
+    """One window's model inputs, before batching (shapes for the default preprocessing).
+
+    Attributes:
+        face_clip: uint8 (8, 32, 32, 3) RGB crops over the last 2 s (zeros where no face).
+        tfr: float32 (32, 32) rPPG time-frequency image of the last 10 s (zeros without face).
+        contact: float32 (2, 1920) z-scored PPG and EDA at 32 Hz, 0 where invalid.
+        contact_level: float32 (2,) mean HR / 100 and tonic EDA / 10 (0 where not available).
+        face_seq_crops: uint8 (120, 32, 32, 3) one crop every 0.5 s over the window.
+        face_present: the video exists, the face was found in every cropped frame and the
+            pulse window was formed (see :func:`face_inputs`).
+        contact_present: bool (2,) each contact row has at least ``min_valid_fraction`` of
+            its samples valid.
+        level_present: bool (2,) each level summary could be computed.
+    """
+
+    face_clip: np.ndarray
+    tfr: np.ndarray
+    contact: np.ndarray
+    contact_level: np.ndarray
+    face_seq_crops: np.ndarray
+    face_present: bool
+    contact_present: np.ndarray
+    level_present: np.ndarray
+
+
+# -- face ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class FacePlan:
+    """Which frames one window needs, as indices into the caller's frame-time array.
+
+    Attributes:
+        clip_idx: int64 (clip_frames,) frame per ``face_clip`` slot, -1 where no frame at or
+            before the slot's time is recent enough (see :func:`face_plan`).
+        seq_idx: int64 (seq_frames,) the same for ``face_seq_crops``.
+        pulse_idx: int64 (K,) frames that bracket the pulse grid (one period of slack
+            before it), in time order.
+        t_grid0_s: time of pulse-grid point 0, s.
+        n_pulse: pulse-grid points (``round(pulse_window_s * fps)``).
+    """
+
+    clip_idx: np.ndarray
+    seq_idx: np.ndarray
+    pulse_idx: np.ndarray
+    t_grid0_s: float
+    n_pulse: int
+
+    def wanted(self) -> list[int]:
+        """Sorted unique frame indices the plan reads (clip, sequence and pulse frames)."""
+        both = np.concatenate([self.pulse_idx, self.clip_idx[self.clip_idx >= 0], self.seq_idx[self.seq_idx >= 0]])
+        return sorted(set(int(i) for i in both))
+
+
+def _latest_frames(frame_t: np.ndarray, targets: np.ndarray, max_age_s: float) -> np.ndarray:
+    # The frame a camera would be showing at each target time: the latest one at or before
+    # it (1 us of slack for float rounding), if it is at most max_age_s old; else -1. Causal,
+    # so the runtime never waits for a frame after the slot.
+    if frame_t.size == 0:
+        return np.full(targets.shape, -1, np.int64)
+    j = np.searchsorted(frame_t, targets + 1e-6, side="right") - 1
+    ok = (j >= 0) & (targets - frame_t[np.clip(j, 0, None)] <= max_age_s)
+    return np.where(ok, j, -1).astype(np.int64)
+
+
+def face_plan(frame_t_s, t_end_s: float, p: Mapping, period_s: float | None = None) -> FacePlan:
+    """The frames a window ending at ``t_end_s`` needs, by their times.
+
+    The last grid point sits one frame period (``1 / fps``) before the window's end, on the
+    window's last frame. Clip slot k (of ``clip_frames``) is at ``last - (clip_frames - 1 - k)
+    * clip_stride_frames / fps``; sequence slot k at ``last - (seq_frames - 1 - k) /
+    seq_rate_hz``; each takes the latest frame at or before its time (what a camera would be
+    showing then), provided it is at most ``DEFAULT_MAX_GAP_PERIODS`` (2.5) frame periods old:
+    on a regular video that is always the frame of the slot's own period; on a webcam that
+    drops a frame now and then (a 2-period gap) the slot keeps the frame before the drop, as
+    the resampler bridges one lost sample and no more
+    (:data:`firmware_bridge.resample.DEFAULT_MAX_GAP_PERIODS`). The pulse grid is
+    ``round(pulse_window_s * fps)`` points at ``fps`` ending at ``t_end_s``.
+
+    Args:
+        frame_t_s: float64 (N,) frame times, s, sorted.
+        t_end_s: end of the window, s.
+        p: the preprocessing dict.
+        period_s: the frame period used for the tolerances, s; default the median frame
+            interval of ``frame_t_s`` (a caller holding only part of a recording passes the
+            whole recording's, so that both sides agree).
+
+    Returns:
+        The :class:`FacePlan`.
+
+    Raises:
+        BadInputError: frame times not 1-D, not finite or not sorted.
+        ConfigError: a malformed preprocessing dict.
+    """
+    check_preprocessing(p)
+    t = np.asarray(frame_t_s, dtype=np.float64)
+    if t.ndim != 1 or not np.all(np.isfinite(t)) or (t.size > 1 and np.any(np.diff(t) < 0)):
+        raise BadInputError("frame_t_s must be 1-D, finite and sorted")
+    pf, pr = p["face"], p["rppg"]
+    fps = float(p["fps"])
+    n_clip, n_seq = int(pf["clip_frames"]), int(pf["seq_frames"])
+    if period_s is None:
+        period_s = float(np.median(np.diff(t))) if t.size > 1 else 1.0 / fps
+    last = float(t_end_s) - 1.0 / fps
+    max_age = DEFAULT_MAX_GAP_PERIODS * max(float(period_s), 1.0 / fps) + 1e-6
+    clip_t = last - (n_clip - 1 - np.arange(n_clip)) * float(pf["clip_stride_frames"]) / fps
+    seq_t = last - (n_seq - 1 - np.arange(n_seq)) / float(pf["seq_rate_hz"])
+    n_pulse = int(round(float(pr["pulse_window_s"]) * fps))
+    t_grid0 = float(t_end_s) - n_pulse / fps
+    pulse_idx = np.nonzero((t >= t_grid0 - float(period_s) - 1e-9) & (t < float(t_end_s)))[0].astype(np.int64)
+    return FacePlan(_latest_frames(t, clip_t, max_age), _latest_frames(t, seq_t, max_age), pulse_idx, t_grid0,
+                    n_pulse)
+
+
+@dataclass(frozen=True, eq=False)
+class PulseWindow:
+    """The cleaned rPPG pulse of one pulse window.
+
+    Attributes:
+        pulse: float64 (n_pulse,) cleaned pulse at ``fps``, gaps filled with ``gap_fill``
+            (zeros by default); None when the window could not be formed.
+        ok: the window was formed (enough face and finite pulse; see :func:`pulse_from_rgb`).
+        valid_fraction: share of the grid with a face colour behind it, 0..1.
+    """
+
+    pulse: np.ndarray | None
+    ok: bool
+    valid_fraction: float
+
+
+def pulse_from_rgb(frame_t_s, rgb, t_grid0_s: float, p: Mapping) -> PulseWindow:
+    """The pulse window: face colours on the ``fps`` grid, rPPG, cleaning, gap fill.
+
+    Args:
+        frame_t_s: float64 (K,) times of the pulse frames (:attr:`FacePlan.pulse_idx`), s.
+        rgb: float64 (K, 3) their :func:`edge.signals.roi.face_rgb` means (NaN rows where no
+            face or no skin).
+        t_grid0_s: :attr:`FacePlan.t_grid0_s`.
+        p: the preprocessing dict.
+
+    Returns:
+        :class:`PulseWindow`: formed when at least half the grid is valid and at least half
+        the cleaned pulse is finite; NaN samples then become ``rppg.gap_fill``.
+
+    Raises:
+        BadInputError: mismatched or malformed arrays.
+        ConfigError: a malformed preprocessing dict.
+
+    Method: linear resampling with gap masks (``resample_to_grid``), POS (Wang et al. 2017,
+    IEEE TBME 64(7)) or the manifest's method, smoothness-priors detrending (Tarvainen et
+    al. 2002) and a zero-phase Butterworth band-pass (``rppg_clean``).
+    """
+    from edge.signals.rppg import rppg, rppg_clean
+    from firmware_bridge.resample import resample_to_grid
+
+    check_preprocessing(p)
+    pr = p["rppg"]
+    fps = float(p["fps"])
+    n_pulse = int(round(float(pr["pulse_window_s"]) * fps))
+    t = np.asarray(frame_t_s, dtype=np.float64)
+    x = np.asarray(rgb, dtype=np.float64)
+    if x.ndim != 2 or x.shape[1] != 3 or t.shape != (x.shape[0],):
+        raise BadInputError(f"frame_t_s (K,) and rgb (K, 3) must match, got {t.shape} and {x.shape}")
+    if t.size < 2:
+        return PulseWindow(None, False, 0.0)
+    grid, valid = resample_to_grid(t, x, fps, float(t_grid0_s), n_pulse)
+    fraction = float(valid.mean()) if valid.size else 0.0
+    if fraction < _MIN_PULSE_FRACTION:
+        return PulseWindow(None, False, fraction)
+    pulse = rppg(grid, fps, pr["method"], pr["method_window_s"])
+    pulse = rppg_clean(pulse, fps, **pr["clean"])
+    if np.isfinite(pulse).mean() < _MIN_PULSE_FRACTION:
+        return PulseWindow(None, False, fraction)
+    # The TFR needs finite samples: a gap becomes zero pulse (no power).
+    pulse = np.where(np.isfinite(pulse), pulse, float(pr["gap_fill"]))
+    return PulseWindow(pulse, True, fraction)
+
+
+def tfr_image(pulse, p: Mapping) -> np.ndarray:
+    """The model's TFR image of a (gap-filled) pulse window.
+
+    Args:
+        pulse: float64 (n_pulse,) from :attr:`PulseWindow.pulse`, at ``fps``.
+        p: the preprocessing dict (its ``tfr`` settings are passed to ``tfr`` unchanged).
+
+    Returns:
+        float32 (F, T) image (default (32, 32) z-scored log power over 0.7-3.5 Hz).
+
+    Raises:
+        BadInputError, ConfigError: as :func:`edge.signals.tfr.tfr`.
+
+    Method: STFT spectrogram (Allen 1977) or Morlet scalogram, per the manifest.
+    """
+    from edge.signals.tfr import tfr
+
+    check_preprocessing(p)
+    return tfr(np.asarray(pulse, dtype=np.float64), float(p["fps"]), **p["tfr"]).astype(np.float32)
+
+
+@dataclass(frozen=True, eq=False)
+class FaceInputs:
+    """The face half of a window.
+
+    Attributes:
+        face_clip: uint8 (clip_frames, S, S, 3).
+        tfr: float32 (F, T) (zeros when the pulse window was not formed).
+        face_seq_crops: uint8 (seq_frames, S, S, 3).
+        face_present: every clip and sequence slot had a face crop and the pulse window was
+            formed.
+        pulse: the :class:`PulseWindow`.
+    """
+
+    face_clip: np.ndarray
+    tfr: np.ndarray
+    face_seq_crops: np.ndarray
+    face_present: bool
+    pulse: PulseWindow
+
+
+def face_inputs(plan: FacePlan, frame_t_s, pulse_rgb, clip_crops: Sequence, seq_crops: Sequence,
+                p: Mapping, timings: dict | None = None) -> FaceInputs:
+    """Assemble the face tensors of a window from its planned frames.
+
+    Args:
+        plan: from :func:`face_plan`.
+        frame_t_s: float64 (N,) the frame times ``plan`` indexes.
+        pulse_rgb: float64 (len(plan.pulse_idx), 3) ``face_rgb`` of each pulse frame (NaN
+            rows without a face).
+        clip_crops: one item per clip slot: uint8 (S, S, 3) ``crop_face`` of the slot's frame,
+            or None (no frame, or no face in it).
+        seq_crops: the same per sequence slot.
+        p: the preprocessing dict.
+        timings: optional dict that receives the milliseconds spent in ``"pulse"`` (resampling,
+            rPPG, cleaning) and ``"tfr"``.
+
+    Returns:
+        :class:`FaceInputs`; missing crops stay zeros.
+
+    Raises:
+        BadInputError: wrong counts, shapes or dtypes.
+        ConfigError: a malformed preprocessing dict.
+    """
+    check_preprocessing(p)
+    pf = p["face"]
+    s = int(pf["crop_size"])
+    n_clip, n_seq = int(pf["clip_frames"]), int(pf["seq_frames"])
+    if len(clip_crops) != n_clip or len(seq_crops) != n_seq:
+        raise BadInputError(f"need {n_clip} clip and {n_seq} sequence crops, got {len(clip_crops)} and "
+                            f"{len(seq_crops)}")
+    found = True
+    out = []
+    for crops, n in ((clip_crops, n_clip), (seq_crops, n_seq)):
+        arr = np.zeros((n, s, s, 3), np.uint8)
+        for k, crop in enumerate(crops):
+            if crop is None:
+                found = False
+                continue
+            c = np.asarray(crop)
+            if c.dtype != np.uint8 or c.shape != (s, s, 3):
+                raise BadInputError(f"a face crop must be uint8 ({s}, {s}, 3), got {c.dtype} {c.shape}")
+            arr[k] = c
+        out.append(arr)
+    t = np.asarray(frame_t_s, dtype=np.float64)
+    started = time.perf_counter()
+    pulse = pulse_from_rgb(t[plan.pulse_idx], pulse_rgb, plan.t_grid0_s, p)
+    mid = time.perf_counter()
+    f_rows, t_cols = (int(v) for v in p["tfr"]["shape"])
+    image = tfr_image(pulse.pulse, p) if pulse.ok else np.zeros((f_rows, t_cols), np.float32)
+    if timings is not None:
+        timings["pulse"] = (mid - started) * 1e3
+        timings["tfr"] = (time.perf_counter() - mid) * 1e3
+    return FaceInputs(out[0], image, out[1], bool(found and pulse.ok), pulse)
+
+
+# -- contact -------------------------------------------------------------------------------------
+
+
+def resample_contact(t_s, values, t_end_s: float, p: Mapping, breaks=None) -> tuple[np.ndarray, np.ndarray]:
+    """One contact stream on the window's grid (``n_samples`` at ``rate_hz`` ending at ``t_end_s``).
+
+    The runtime gets the same grid from :meth:`firmware_bridge.buffers.StreamBuffers.window`
+    (which calls the same resampler on its ring buffer); training calls this on whole
+    recordings.
+
+    Args:
+        t_s: float64 (N,) sample times, s, sorted.
+        values: float64 (N,) samples (NaN = missing).
+        t_end_s: end of the window, s.
+        p: the preprocessing dict.
+        breaks: optional bool (N,) True where a sample starts a new run (lost packets).
+
+    Returns:
+        ``(y, valid)``: float64 (n_samples,) NaN where invalid, bool (n_samples,).
+
+    Raises:
+        BadInputError, ConfigError: as :func:`firmware_bridge.resample.resample_to_grid`.
+
+    Method: linear interpolation with gap masks and an optional box anti-alias pre-filter
+    (``resample_to_grid``).
+    """
+    from firmware_bridge.resample import resample_to_grid
+
+    check_preprocessing(p)
+    pc = p["contact"]
+    rate, n = float(pc["rate_hz"]), int(pc["n_samples"])
+    return resample_to_grid(t_s, values, rate, float(t_end_s) - n / rate, n,
+                            antialias=bool(pc["antialias"]), breaks=breaks)
+
+
+def ecg_level_hr(t_s, values, t0_s: float, t_end_s: float, min_beats: int) -> float:
+    """Mean heart rate from ECG R peaks within ``[t0_s, t_end_s)``: the level summary used when
+    a window has no PPG.
+
+    Args:
+        t_s: float64 (N,) sample times, s (regular).
+        values: float64 (N,) ECG, mV (NaN = missing, dropped).
+        t0_s, t_end_s: the window, s.
+        min_beats: fewer beats give NaN.
+
+    Returns:
+        Mean HR in bpm (:func:`edge.signals.hrv.hrv` ``mean_hr_bpm``), or NaN.
+
+    Method: Pan & Tompkins 1985 R peaks (:func:`edge.signals.ecg.ecg_peaks`); Task Force 1996.
+    """
+    from edge.signals.ecg import ecg_peaks
+    from edge.signals.hrv import hrv
+
+    t = np.asarray(t_s, dtype=np.float64)
+    v = np.asarray(values, dtype=np.float64)
+    inside = (t >= t0_s) & (t < t_end_s) & np.isfinite(v)
+    if inside.sum() < 2:
+        return math.nan
+    fs = 1.0 / float(np.median(np.diff(t[inside])))
+    h = hrv(ecg_peaks(v[inside], fs), fs)
+    return h.mean_hr_bpm if h.n_beats >= int(min_beats) else math.nan
+
+
+@dataclass(frozen=True, eq=False)
+class ContactInputs:
+    """The contact half of a window.
+
+    Attributes:
+        contact: float32 (len(streams), n_samples) z-scored rows, ``invalid_value`` where invalid.
+        contact_present: bool (len(streams),) row had at least ``min_valid_fraction`` valid.
+        contact_level: float32 (2,) HR / hr_scale_bpm, tonic EDA / eda_scale_us (0 when absent).
+        level_present: bool (2,).
+        ppg_hr_bpm: the HR behind ``contact_level[0]`` (NaN when absent), bpm.
+        eda_tonic_us: the tonic mean behind ``contact_level[1]`` (NaN when absent), uS.
+    """
+
+    contact: np.ndarray
+    contact_present: np.ndarray
+    contact_level: np.ndarray
+    level_present: np.ndarray
+    ppg_hr_bpm: float
+    eda_tonic_us: float
+
+
+def contact_inputs(grids: Mapping[str, tuple[np.ndarray, np.ndarray] | None], p: Mapping, *,
+                   eda_units: str | None = "uS", ecg_hr_bpm: float = math.nan) -> ContactInputs:
+    """Normalise the contact rows of a window and compute their level summaries.
+
+    Args:
+        grids: stream name (``preprocessing.contact.streams``, e.g. ``"ppg"``, ``"eda"``) ->
+            ``(y, valid)`` on the window grid (:func:`resample_contact`), or None / absent
+            when the stream does not exist.
+        p: the preprocessing dict.
+        eda_units: the EDA stream's units; the tonic level is computed only for ``"uS"``.
+        ecg_hr_bpm: HR from ECG (:func:`ecg_level_hr`), used for the level when there is no
+            usable PPG row; NaN when none.
+
+    Returns:
+        :class:`ContactInputs`.
+
+    Raises:
+        BadInputError: a grid of the wrong length.
+        ConfigError: a malformed preprocessing dict.
+
+    Method: per-window z-scores; PPG peaks after Elgendi et al. 2013 (PLoS ONE 8(10)) and HRV
+    after the Task Force 1996; EDA tonic/phasic decomposition (:func:`edge.signals.eda.eda_decompose`).
+    """
+    from edge.signals.eda import eda_decompose
+    from edge.signals.hrv import hrv
+    from edge.signals.ppg import ppg_peaks
+
+    check_preprocessing(p)
+    pc, pl = p["contact"], p["contact_level"]
+    rate, n = float(pc["rate_hz"]), int(pc["n_samples"])
+    names = list(pc["streams"])
+    rows = np.zeros((len(names), n), np.float32)
+    present = np.zeros(len(names), bool)
+    level = np.zeros(2, np.float32)
+    level_ok = np.zeros(2, bool)
+    usable: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for r, name in enumerate(names):
+        g = grids.get(name)
+        if g is None:
+            continue
+        y, valid = np.asarray(g[0], dtype=np.float64), np.asarray(g[1], dtype=bool)
+        if y.shape != (n,) or valid.shape != (n,):
+            raise BadInputError(f"contact grid {name!r} must be ({n},), got {y.shape} / {valid.shape}")
+        if valid.mean() < float(pc["min_valid_fraction"]):
+            continue
+        usable[name] = (y, valid)
+        mean, std = float(y[valid].mean()), float(y[valid].std())
+        z = (y - mean) / std if std > 1e-12 else np.zeros(n)
+        rows[r] = np.where(valid, z, float(pc["invalid_value"])).astype(np.float32)
+        present[r] = True
+
+    hr_bpm = math.nan
+    if "ppg" in usable:
+        y, valid = usable["ppg"]
+        # Gaps held at the mean are flat: no peak there, and an interval across the gap is
+        # rejected by hrv's NN rule.
+        filled = np.where(valid, y, y[valid].mean())
+        h = hrv(ppg_peaks(filled, rate), rate)
+        if h.n_beats >= int(pl["min_beats"]):
+            hr_bpm = h.mean_hr_bpm
+    elif math.isfinite(ecg_hr_bpm):
+        hr_bpm = float(ecg_hr_bpm)
+    if math.isfinite(hr_bpm):
+        level[0], level_ok[0] = hr_bpm / float(pl["hr_scale_bpm"]), True
+    tonic_us = math.nan
+    if "eda" in usable and eda_units == "uS":
+        y, valid = usable["eda"]
+        tonic, _ = eda_decompose(np.where(valid, y, y[valid].mean()), rate)
+        tonic_us = float(tonic[valid].mean())
+        level[1], level_ok[1] = tonic_us / float(pl["eda_scale_us"]), True
+    return ContactInputs(rows, present, level, level_ok, hr_bpm, tonic_us)
+
+
+# -- tensors -------------------------------------------------------------------------------------
+
+
+def crops_to_nchw(crops) -> np.ndarray:
+    """uint8 RGB crops (..., H, W, 3) -> float32 (M, 3, H, W) in [0, 1]: the face encoder's
+    ``face_crop`` input (and, per clip, the models' ``face_clip`` layout).
+
+    Raises:
+        BadInputError: not uint8 with 3 channels last.
+    """
+    a = np.asarray(crops)
+    if a.dtype != np.uint8 or a.ndim < 3 or a.shape[-1] != 3:
+        raise BadInputError(f"crops must be uint8 (..., H, W, 3), got {a.dtype} {a.shape}")
+    flat = a.reshape(-1, *a.shape[-3:])
+    return np.ascontiguousarray(flat.transpose(0, 3, 1, 2), dtype=np.float32) / np.float32(255.0)
+
+
+def model_feeds(window: Window, input_names: Sequence[str], face_feats=None) -> dict[str, np.ndarray]:
+    """The contract's input tensors of one window, batch 1, by ONNX input name.
+
+    Args:
+        window: the :class:`Window`.
+        input_names: the model's inputs (the manifest's ``inputs`` names), any subset of
+            ``face_clip``, ``tfr``, ``contact``, ``contact_level``, ``face_feats``.
+        face_feats: float32 (seq_frames, D) per-crop features of ``window.face_seq_crops``
+            from the bundle's ``face_encoder`` graph; needed only for ``face_feats``.
+
+    Returns:
+        dict name -> float32 array: ``face_clip`` (1, 8, 3, 32, 32) in [0, 1]; ``tfr``
+        (1, 1, 32, 32); ``contact`` (1, 2, 1920); ``contact_level`` (1, 2); ``face_feats``
+        (1, 120, 64).
+
+    Raises:
+        ConfigError: an unknown input name, or ``face_feats`` asked for without features.
+    """
+    out: dict[str, np.ndarray] = {}
+    for name in input_names:
+        if name == "face_clip":
+            clip = np.asarray(window.face_clip)
+            out[name] = crops_to_nchw(clip).reshape(1, clip.shape[0], 3, clip.shape[1], clip.shape[2])
+        elif name == "tfr":
+            out[name] = np.ascontiguousarray(window.tfr, dtype=np.float32)[None, None]
+        elif name in ("contact", "contact_level"):
+            out[name] = np.ascontiguousarray(getattr(window, name), dtype=np.float32)[None]
+        elif name == "face_feats":
+            if face_feats is None:
+                raise ConfigError("the model takes face_feats: run the bundle's face_encoder on face_seq_crops")
+            out[name] = np.ascontiguousarray(face_feats, dtype=np.float32)[None]
+        else:
+            raise ConfigError(f"unknown model input {name!r}; known: face_clip, tfr, contact, contact_level, "
+                              "face_feats")
+    return out

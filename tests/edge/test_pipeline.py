@@ -1,0 +1,262 @@
+"""edge.pipeline.Pipeline: results every hop, gating, determinism, live-mode frame dropping.
+
+Sources are the synthetic camera and sensors (their truth is known) and recordings written
+here with the real recorder. The engine stage runs a bundle made by the real export pipeline
+(a tiny PromptFusion trained for one epoch; or the packaged default bundle when it exists and
+needs only the face), so these tests check the plumbing, not the model's accuracy.
+"""
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pytest
+
+from edge.pipeline import STAGES, Pipeline
+from edge.results import JSON_FIELDS, Reason, Result
+from firmware_bridge.errors import BadInputError, ConfigError
+
+P = pytest.importorskip("export.data.preprocess").PREPROCESSING
+
+
+def tiny_bundle(tmp_path_factory):
+    """A bundle whose model needs only the face (VA from 10 s on): the default bundle if it is
+    such, else a tiny PromptFusion trained and exported with the real pipeline (built once per
+    test session)."""
+    from edge.bundle import load_bundle
+    from edge.pipeline import DEFAULT_BUNDLE_DIR
+
+    if (DEFAULT_BUNDLE_DIR / "manifest.json").is_file():
+        names = set(load_bundle(DEFAULT_BUNDLE_DIR).input_names)
+        if names <= {"face_clip", "tfr"}:
+            return DEFAULT_BUNDLE_DIR
+    root = tmp_path_factory.getbasetemp() / "h15-tiny-bundle"
+    if (root / "bundle" / "manifest.json").is_file():
+        return root / "bundle"
+    torch = pytest.importorskip("torch", reason="no face-only default bundle and no torch to build a tiny one")
+    from export.bundle import write_bundle
+    from export.data.synth import build_synth_dataset
+    from export.train import TrainConfig, build_checkpoint, data_fingerprint, train_final
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        data = build_synth_dataset(preset="tiny", n_subjects=2, cache_dir=root / "cache")
+        data.save(root / "tiny.npz")
+        cfg = TrainConfig(model="promptfusion", epochs=1, batch_size=8, pretrain_steps=2, device="cpu",
+                          progress=False)
+        model, encoder, _ = train_final(data, cfg, epochs=1)
+        meta = {"spec": str(root / "tiny.npz"), "n_windows": len(data), "fingerprint": data_fingerprint(data)}
+        torch.save(build_checkpoint(model, encoder, data, cfg, meta, {}, {"name": "none"}), root / "ckpt.pt")
+        write_bundle(root / "ckpt.pt", root / "bundle", data=str(root / "tiny.npz"), parity_windows=2)
+    finally:
+        torch.set_num_threads(threads)
+    return root / "bundle"
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    return tiny_bundle(tmp_path_factory)
+
+
+def _session(duration_s=14.0, seed=1, **kw):
+    from firmware_bridge.sim import synth_session
+
+    base = dict(duration_s=duration_s, seed=seed, frame_size=(320, 240), face_scale=0.5, hrv_sdnn_ms=30.0,
+                noise_sigma=1.5)
+    base.update(kw)
+    return synth_session(**base)
+
+
+def _sources(session, chunk_s=0.1):
+    from firmware_bridge.cameras.sim import SimCameraSource
+    from firmware_bridge.sensors import SimSensorSource
+
+    return SimCameraSource.from_session(session), [SimSensorSource(session, chunk_s=chunk_s)]
+
+
+@pytest.fixture(scope="module")
+def recording(tmp_path_factory):
+    """A 14 s synthetic session recorded with the real recorder (lossless video + sensors)."""
+    from firmware_bridge.recording import Recorder
+
+    session = _session(duration_s=14.0, seed=4, frame_size=(160, 120), scr_onsets_s=(3.0,))
+    camera, sensors = _sources(session)
+    path = tmp_path_factory.mktemp("rec") / "session"
+    with Recorder(path, codec="hfyu", fps=30.0) as rec:
+        for frame in camera:
+            rec.write_frame(frame)
+        for chunk in sensors[0]:
+            rec.write_chunk(chunk)
+    return path, session
+
+
+def test_a_result_every_hop_with_heart_rates_and_emotion(bundle):
+    session = _session(duration_s=14.0, seed=1, scr_onsets_s=(4.0, 9.0))
+    camera, sensors = _sources(session)
+    with Pipeline(camera, sensors, bundle) as pipe:
+        results = list(pipe.results())
+        stats = pipe.stats()
+    assert [r.t_s for r in results] == [float(k) for k in range(1, 15)]
+    assert [r.seq for r in results] == list(range(14))
+    assert all(r.frames == 30 for r in results) and stats["frames_processed"] == len(session)
+    assert all(r.face_present for r in results)
+    early, late = results[:9], results[10:]
+    assert all(r.hr_bpm is None and Reason.WARMING_UP.value in r.reasons for r in early)
+    truth = session.mean_hr_bpm(0.0, 14.0)
+    hr = [r.hr_bpm for r in late if r.hr_bpm is not None]
+    assert len(hr) >= 3 and abs(np.median(hr) - truth) < 3.0
+    # The contact heart rate (ECG R peaks), HRV and EDA, from 10 s of uninterrupted signal.
+    contact = [r for r in late if r.contact_hr_bpm is not None]
+    assert len(contact) == len(late)
+    assert all(abs(r.contact_hr_bpm - truth) < 2.0 and r.contact_sdnn_ms > 0 for r in contact)
+    assert all(r.eda_tonic_us == pytest.approx(session.config.eda_tonic_us, rel=0.25) for r in contact)
+    assert late[-1].eda_scr_count == 2  # the two programmed responses (4 s and 9 s) are in the window
+    # The model: probabilities of [low, high] once the pulse window is full.
+    for r in late:
+        assert sum(r.valence_prob) == pytest.approx(1.0, abs=1e-5)
+        assert sum(r.arousal_prob) == pytest.approx(1.0, abs=1e-5)
+        assert r.valence in ("low", "high") and r.valence == ("high" if r.valence_prob[1] > 0.5 else "low")
+    assert all(r.valence_prob is None for r in early)
+    # Per-stage latency, in the documented stage names.
+    stages = set(late[-1].latency_ms)
+    assert stages <= set(STAGES) and {"track", "pulse", "engine", "window"} <= stages
+    # The plot arrays ride along but stay out of the JSON.
+    assert late[-1].pulse.shape == (300,) and late[-1].tfr.shape == (32, 32)
+    assert list(json.loads(late[-1].to_json())) == list(JSON_FIELDS)
+    assert stats["streams"]["ecg"]["seq_gaps"] == 0 and stats["streams"]["ppg"]["samples"] == session.ppg.values.size
+
+
+def test_printed_photo_gives_no_heart_rate():
+    # pulse_amplitude=0: the synthetic face without blood volume changes, i.e. a photo held up
+    # to the camera (moving with the hand, under changing light).
+    for seed in (0, 3):
+        session = _session(duration_s=20.0, seed=seed, pulse_amplitude=0.0, frame_size=(192, 144))
+        camera, _ = _sources(session)
+        with Pipeline(camera, [], None, preprocessing=P) as pipe:
+            results = list(pipe.results())
+        judged = [r for r in results if r.t_s >= 10.0]
+        assert len(judged) == 11 and all(r.face_present for r in judged)
+        assert all(r.hr_bpm is None for r in judged), [r.hr_quality for r in judged]
+        assert all(Reason.LOW_PULSE_QUALITY.value in r.reasons and r.status == "unknown" for r in judged)
+        assert max(r.hr_quality for r in judged) < 0.5
+
+
+def test_replay_of_a_recording_is_byte_identical(recording, bundle):
+    path, session = recording
+    texts = []
+    for _ in range(2):
+        with Pipeline.from_recording(path, bundle) as pipe:
+            texts.append("\n".join(r.to_json(latency=False) for r in pipe.results()))
+    assert texts[0] == texts[1]
+    lines = [json.loads(line) for line in texts[0].splitlines()]
+    assert len(lines) == 14 and lines[-1]["valence_prob"] is not None and lines[-1]["contact_hr_bpm"] is not None
+    assert "latency_ms" not in lines[0]
+
+
+def test_live_mode_drops_stale_frames_and_says_so():
+    session = _session(duration_s=4.0, frame_size=(96, 72), face_scale=0.6)
+    frames = [session.frame(i) for i in range(len(session))]
+
+    class FastCamera:
+        live, fps, uri = False, 30.0, "fast://"
+
+        def __init__(self):
+            self.i = 0
+
+        def __next__(self):
+            from firmware_bridge.types import Frame
+
+            if self.i >= len(frames):
+                raise StopIteration
+            time.sleep(0.002)  # a camera at 500 fps
+            self.i += 1
+            return Frame(int(round(session.frame_times_s[self.i - 1] * 1e9)), self.i - 1, frames[self.i - 1])
+
+        def close(self):
+            pass
+
+    def slow(event):
+        time.sleep(0.006)  # a face stage slower than the camera
+
+    with Pipeline(FastCamera(), [], None, preprocessing=P, mode="live", on_frame=slow, frame_queue=2) as pipe:
+        results = list(pipe.results())
+        stats = pipe.stats()
+    assert stats["frames_dropped"] > 0 and stats["frames_processed"] + stats["frames_dropped"] == len(frames)
+    assert results[-1].frames_dropped == stats["frames_dropped"]
+    assert sum(r.frames for r in results) <= stats["frames_processed"]
+    with Pipeline(FastCamera(), [], None, preprocessing=P, mode="replay", on_frame=slow, frame_queue=2) as pipe:
+        list(pipe.results())
+        assert pipe.stats()["frames_dropped"] == 0 and pipe.stats()["frames_processed"] == len(frames)
+
+
+def test_contact_only_pipeline_follows_the_sensor_clock():
+    from firmware_bridge.sensors import SimSensorSource
+
+    session = _session(duration_s=15.0, seed=2)
+    with Pipeline(None, [SimSensorSource(session, chunk_s=0.25)], None, preprocessing=P) as pipe:
+        results = list(pipe.results())
+    assert [r.t_s for r in results] == [float(k) for k in range(1, 16)]
+    assert all(r.hr_bpm is None and not r.face_present and Reason.NO_FACE.value not in r.reasons for r in results)
+    ok = [r for r in results if r.t_s >= 11]
+    assert ok and all(r.status == "ok" and abs(r.contact_hr_bpm - session.mean_hr_bpm(0, 15)) < 2 for r in ok)
+
+
+def test_model_inputs_missing_without_a_face(bundle):
+    session = _session(duration_s=12.0, seed=1)
+    blank = np.full((240, 320, 3), 90, np.uint8)
+
+    class NoFace:
+        live, fps, uri = False, 30.0, "blank://"
+
+        def __init__(self):
+            self.i = 0
+
+        def __next__(self):
+            from firmware_bridge.types import Frame
+
+            if self.i >= len(session):
+                raise StopIteration
+            self.i += 1
+            return Frame(int(round(session.frame_times_s[self.i - 1] * 1e9)), self.i - 1, blank)
+
+        def close(self):
+            pass
+
+    with Pipeline(NoFace(), [], bundle) as pipe:
+        results = list(pipe.results())
+    last = results[-1]
+    assert not last.face_present and last.hr_bpm is None and last.valence_prob is None
+    assert {Reason.NO_FACE.value, Reason.MODEL_INPUT_MISSING.value} <= set(last.reasons)
+
+
+def test_errors_reach_the_consumer_and_settings_are_checked():
+    session = _session(duration_s=3.0, frame_size=(96, 72), face_scale=0.6)
+    camera, _ = _sources(session)
+
+    def boom(event):
+        if event.t_s > 1.5:
+            raise BadInputError("bad frame on purpose")
+
+    pipe = Pipeline(camera, [], None, preprocessing=P, on_frame=boom)
+    with pytest.raises(BadInputError, match="on purpose"):
+        list(pipe.results())
+    with pytest.raises(ConfigError):
+        Pipeline(None, [], None, preprocessing=P)
+    with pytest.raises(ConfigError):
+        Pipeline("sim://?duration_s=1", [], None, preprocessing=P, mode="fast")
+    with pytest.raises(ConfigError):
+        Pipeline("sim://?duration_s=1", [], None, preprocessing=P, hop_s=0)
+
+
+def test_result_json_is_stable():
+    r = Result(t_s=3.0, seq=2, status="unknown", reasons=("warming_up", Reason.NO_FACE), face_present=False,
+               hr_quality=float("nan"), valence_prob=(0.123456, 0.876544), latency_ms={"b": 1.23456, "a": 2.0})
+    d = json.loads(r.to_json())
+    assert list(d) == list(JSON_FIELDS)
+    assert d["reasons"] == ["no_face", "warming_up"] and d["hr_quality"] is None
+    assert d["valence_prob"] == [0.1235, 0.8765] and list(d["latency_ms"]) == ["a", "b"]
+    assert "latency_ms" not in json.loads(r.to_json(latency=False))
+    with pytest.raises(ValueError):
+        Result(t_s=0.0, seq=0, status="fine", reasons=(), face_present=True)
