@@ -57,6 +57,8 @@ PY
 
 rm -rf "$DEST.new"
 cp -r "$WORK/bundle" "$DEST.new"
+# The calibration sets (~25 MB) stay in $WORK: the shipped bundle keeps only what runs.
+rm -f "$DEST.new"/*.npz
 rm -rf "$DEST"
 mv "$DEST.new" "$DEST"
 echo "$DEST rebuilt from $WORK" >&2
