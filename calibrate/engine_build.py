@@ -240,6 +240,23 @@ class BuildPlan:
                 f"{k.tensorrt_version} on {k.gpu_name!r} sm {k.compute_capability}")
 
 
+def _check_trt_qdq(bundle) -> None:
+    """TensorRT takes Q/DQ with int8 activations and zero point 0 only; ONNX Runtime's CPU
+    target writes uint8 asymmetric activations, which TensorRT's parser rejects."""
+    import json
+
+    try:
+        raw = json.loads((bundle.root / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read {bundle.root / 'manifest.json'}: {exc}") from exc
+    settings = (raw.get("quantization") or {}).get("settings") or {}
+    if settings and not settings.get("activation_symmetric", False):
+        raise ConfigError(
+            f"{bundle.root / 'model.int8.onnx'} was quantized for the CPU (uint8 activations "
+            "with zero points), which TensorRT does not accept: run "
+            f"`emofuse calibrate {bundle.root} --target tensorrt` first")
+
+
 def plan_build(bundle, precision: str, platform: TrtPlatform, caps: TrtCaps, *,
                role: str = "model", max_batch: int = DEFAULT_MAX_BATCH, opt_batch: int = 1,
                workspace_mb: int = DEFAULT_WORKSPACE_MB, dla_core: int | None = None,
@@ -307,6 +324,8 @@ def plan_build(bundle, precision: str, platform: TrtPlatform, caps: TrtCaps, *,
             raise ConfigError(f"int8_mode {mode!r} is not 'qdq' or 'calibrated'")
         if mode == "qdq" and not has_qdq:
             graph_file(bundle, role, "int8")  # raises with the reason and what to run
+        if mode == "qdq":
+            _check_trt_qdq(bundle)
         if mode == "calibrated":
             if not caps.implicit_int8:
                 raise ConfigError(

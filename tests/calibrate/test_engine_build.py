@@ -458,3 +458,14 @@ def test_trt10_implicit_int8_calibration_writes_a_versioned_cache(tmp_path):
     cache = result.plan.calibration_cache
     assert cache.is_file() and f"trt{platform.tensorrt_version}" in cache.name
     assert read_calibration_cache(cache) is not None
+
+
+def test_cpu_quantized_graph_is_refused_for_tensorrt():
+    # The shipped default bundle was calibrated for the CPU (uint8 activations with zero
+    # points); TensorRT needs int8 with zero point 0, so the plan must say what to run.
+    from edge.bundle import load_bundle
+    from helpers import REPO
+
+    default = load_bundle(REPO / "edge" / "default_bundle")
+    with pytest.raises(ConfigError, match="--target tensorrt"):
+        plan_build(default, "int8", ORIN, TRT10)
