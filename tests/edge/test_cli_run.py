@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers import REPO
+from helpers import REPO, face_only_bundle
 
 pytest.importorskip("export.data.preprocess")
 
@@ -28,42 +28,9 @@ def emofuse(*argv, monkeypatch) -> int:
     return cli.main([str(a) for a in argv])
 
 
-def tiny_bundle(tmp_path_factory):
-    """A face-only bundle (VA from 10 s): the default bundle if it is such, else a tiny
-    PromptFusion from the real training + export pipeline (built once per test session)."""
-    from edge.bundle import load_bundle
-    from edge.pipeline import DEFAULT_BUNDLE_DIR
-
-    if (DEFAULT_BUNDLE_DIR / "manifest.json").is_file():
-        if set(load_bundle(DEFAULT_BUNDLE_DIR).input_names) <= {"face_clip", "tfr"}:
-            return DEFAULT_BUNDLE_DIR
-    root = tmp_path_factory.getbasetemp() / "h15-tiny-bundle"
-    if (root / "bundle" / "manifest.json").is_file():
-        return root / "bundle"
-    torch = pytest.importorskip("torch", reason="no face-only default bundle and no torch to build a tiny one")
-    from export.bundle import write_bundle
-    from export.data.synth import build_synth_dataset
-    from export.train import TrainConfig, build_checkpoint, data_fingerprint, train_final
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        data = build_synth_dataset(preset="tiny", n_subjects=2, cache_dir=root / "cache")
-        data.save(root / "tiny.npz")
-        cfg = TrainConfig(model="promptfusion", epochs=1, batch_size=8, pretrain_steps=2, device="cpu",
-                          progress=False)
-        model, encoder, _ = train_final(data, cfg, epochs=1)
-        meta = {"spec": str(root / "tiny.npz"), "n_windows": len(data), "fingerprint": data_fingerprint(data)}
-        torch.save(build_checkpoint(model, encoder, data, cfg, meta, {}, {"name": "none"}), root / "ckpt.pt")
-        write_bundle(root / "ckpt.pt", root / "bundle", data=str(root / "tiny.npz"), parity_windows=2)
-    finally:
-        torch.set_num_threads(threads)
-    return root / "bundle"
-
-
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory):
-    return tiny_bundle(tmp_path_factory)
+    return face_only_bundle(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
