@@ -22,6 +22,8 @@ CORE = [
     "tqdm>=4.60",
     # The demo's simulated sensor board is read through the real serial transport.
     "pyserial>=3.5",
+    # TOML config files; in the standard library (tomllib) from Python 3.11.
+    "tomli>=2.0; python_version < '3.11'",
 ]
 
 if os.environ.get("EMOFUSE_SYSTEM_OPENCV") == "1":

@@ -131,7 +131,10 @@ def load_config(path: str | os.PathLike) -> dict[str, Any]:
     Raises:
         ConfigError: unreadable or malformed TOML.
     """
-    import tomllib
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10 (JetPack 6): the same parser, as a package
+        import tomli as tomllib
 
     try:
         with open(path, "rb") as fh:
