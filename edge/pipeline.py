@@ -476,11 +476,17 @@ class Pipeline:
         rate, m = float(p["contact"]["rate_hz"]), int(p["contact"]["n_samples"])
         y = np.sin(np.arange(m) / rate * 2 * np.pi * 1.2) + 5.0
         contact_inputs({"ppg": (y, np.ones(m, bool)), "eda": (y, np.ones(m, bool))}, p)
-        ecg_peaks(np.sin(np.arange(2500) / 250.0 * 2 * np.pi * 1.2), 250.0)
-        ppg_peaks(y, max(rate, 20.0))
+        ecg = np.sin(np.arange(2500) / 250.0 * 2 * np.pi * 1.2)
+        # Sensor windows reach the kernels as read-only views, which Numba types apart from
+        # writable arrays: warm both, or the first full window pays a second compile.
+        ecg_ro, y_ro = ecg.copy(), y.copy()
+        ecg_ro.flags.writeable = y_ro.flags.writeable = False
+        for e, v in ((ecg, y), (ecg_ro, y_ro)):
+            ecg_peaks(e, 250.0)
+            ppg_peaks(v, max(rate, 20.0))
+            eda_scr(v, rate)
+            eda_decompose(v, rate)
         hrv(np.arange(0, 600, 25), 25.0)
-        eda_scr(y, rate)
-        eda_decompose(y, rate)
         if self._engine is not None:
             self._engine.warmup(2)
         if self._encoder is not None:
