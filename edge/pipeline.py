@@ -750,6 +750,21 @@ class Pipeline:
         live = self.mode == "live"
         period_ns = int(round(1e9 / float(p["fps"])))  # refined from the frames as they come
         last_t_ns = None
+
+        def emit() -> bool:
+            """Send the window ending at ``next_end`` and start the next hop; False once stopped."""
+            nonlocal seq, next_end, sums, frames_in_hop, dropped_seen
+            job = self._make_job(seq, next_end, history, sums, frames_in_hop, last_arrival, period_ns,
+                                 self.frames_dropped - dropped_seen)
+            dropped_seen = self.frames_dropped
+            sums = dict.fromkeys(sums, 0.0)
+            frames_in_hop = 0
+            if not self._put(self._job_q, job):
+                return False
+            seq += 1
+            next_end += self._hop_ns
+            return True
+
         while True:
             item = self._get(self._frame_q)
             if item is _END:
@@ -763,15 +778,8 @@ class Pipeline:
                 next_end = self._origin_ns + self._hop_ns
             # Windows whose end this frame has passed are complete.
             while frame.t_ns >= next_end:
-                job = self._make_job(seq, next_end, history, sums, frames_in_hop, last_arrival, period_ns,
-                                     self.frames_dropped - dropped_seen)
-                dropped_seen = self.frames_dropped
-                sums = dict.fromkeys(sums, 0.0)
-                frames_in_hop = 0
-                if not self._put(self._job_q, job):
+                if not emit():
                     return
-                seq += 1
-                next_end += self._hop_ns
             t0 = time.perf_counter()
             state = self.tracker.update(frame.image)
             t1 = time.perf_counter()
@@ -807,15 +815,8 @@ class Pipeline:
             # frame arrives (a frame period later), as long as the next frame cannot fall
             # inside it.
             if live and frame.t_ns + period_ns >= next_end - period_ns // 10:
-                job = self._make_job(seq, next_end, history, sums, frames_in_hop, last_arrival, period_ns,
-                                     self.frames_dropped - dropped_seen)
-                dropped_seen = self.frames_dropped
-                sums = dict.fromkeys(sums, 0.0)
-                frames_in_hop = 0
-                if not self._put(self._job_q, job):
+                if not emit():
                     return
-                seq += 1
-                next_end += self._hop_ns
         # A video that ends on a hop boundary (its last frame one period before it) completes
         # that last window too.
         if not self._stop.is_set() and last_t_ns is not None and next_end is not None \
