@@ -156,16 +156,16 @@ def _meaning(name: str) -> str:
     return spec["meaning"] if spec else TENSOR_MEANINGS[name]
 
 
-def load_parity_windows(spec: str, *, cache_dir=None, workers: int = 1):
+def load_parity_windows(spec: str, *, cache_dir=None, workers: int = 1, preprocessing: dict | None = None):
     """The dataset named by a data spec (``synth:preset=tiny``, an ``.npz``...), through the
-    same loader ``emofuse train`` uses.
+    same loader ``emofuse train`` uses, cut with ``preprocessing`` (the checkpoint's).
 
     Raises:
         ConfigError: a bad spec. BadInputError: unreadable data.
     """
     from export.train import load_dataset
 
-    return load_dataset(spec, cache_dir=cache_dir, workers=workers)
+    return load_dataset(spec, cache_dir=cache_dir, workers=workers, preprocessing=preprocessing)
 
 
 def _check_preprocessing(ckpt: dict, windows, spec: str) -> None:
@@ -249,7 +249,9 @@ def write_bundle(
                                 "checkpoint holds no face_encoder weights")
     ckpt_data = ckpt.get("data") or {}
     spec = data or ckpt_data.get("spec") or DEFAULT_PARITY_DATA
-    windows = load_parity_windows(spec, cache_dir=cache_dir, workers=workers)
+    want = ckpt.get("preprocessing")
+    windows = load_parity_windows(spec, cache_dir=cache_dir, workers=workers,
+                                  preprocessing=want if isinstance(want, dict) and want else None)
     _check_preprocessing(ckpt, windows, spec)
     idx = parity_indices(len(np.asarray(windows.subject)), parity_windows)
     log.info("parity on %d windows of %s", idx.size, spec)

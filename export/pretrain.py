@@ -32,7 +32,7 @@ ENCODER_FORMAT = "emofuse-face-encoder/1"
 
 def clips_for_pretraining(face_clip: np.ndarray, face_seq_crops: np.ndarray | None = None,
                           frames: int = 8, seq_stride: int = 8) -> np.ndarray:
-    """Pool of uint8 clips (M, frames, 32, 32, 3) for MAE pretraining.
+    """Pool of uint8 clips (M, frames, S, S, 3) for MAE pretraining.
 
     Args:
         face_clip: uint8 (N, frames, H, W, 3) window clips.
@@ -82,7 +82,8 @@ def pretrain_face_encoder(
     """Train a FaceEncoder as a masked autoencoder on face clips.
 
     Args:
-        clips: uint8 (M, 8, 32, 32, 3) RGB clips (see :func:`clips_for_pretraining`).
+        clips: uint8 (M, 8, S, S, 3) RGB clips (see :func:`clips_for_pretraining`), S the
+            encoder's crop side (``encoder_config["size"]``, 32 by default).
         steps: optimiser steps (AdamW, cosine learning-rate decay after a 5 % warm-up).
         batch_size, lr, weight_decay: optimiser settings.
         mask_ratio: fraction of spatial cells hidden in every slice (VideoMAE: 0.9; 0.75 here
@@ -100,8 +101,10 @@ def pretrain_face_encoder(
         ConfigError: steps or batch size < 1.
     """
     arr = np.asarray(clips)
-    if arr.dtype != np.uint8 or arr.ndim != 5 or arr.shape[2:] != (32, 32, 3) or arr.shape[0] == 0:
-        raise BadInputError(f"clips must be uint8 (M, T, 32, 32, 3) with M > 0, got {arr.dtype} {arr.shape}")
+    side = int((encoder_config or {}).get("size", 32))
+    if arr.dtype != np.uint8 or arr.ndim != 5 or arr.shape[2:] != (side, side, 3) or arr.shape[0] == 0:
+        raise BadInputError(f"clips must be uint8 (M, T, {side}, {side}, 3) with M > 0 for this encoder, "
+                            f"got {arr.dtype} {arr.shape}")
     if steps < 1 or batch_size < 1:
         raise ConfigError(f"steps and batch_size must be >= 1, got {steps}, {batch_size}")
     from tqdm.auto import tqdm

@@ -41,7 +41,7 @@ import torch
 
 from export.models import (
     CHECKPOINT_FORMAT, LABELS, MODELS, USES_FACE_ENCODER, EmotionModel, FaceEncoder,
-    build_model, count_flops, count_parameters, face_feats_from_crops,
+    build_model, count_flops, count_parameters, encoder_preset, face_feats_from_crops,
 )
 from export.pretrain import clips_for_pretraining, load_face_encoder, pretrain_face_encoder, save_face_encoder
 from firmware_bridge.errors import BadInputError, ConfigError
@@ -72,6 +72,10 @@ class TrainConfig:
         final: also train the final all-subject model and write the checkpoint.
         augment: random training-time augmentation (:func:`augment_batch`).
         model_config: extra constructor arguments for the model.
+        encoder: face encoder size, a key of ``export.models.ENCODER_PRESETS`` (``tiny``, the
+            contract's 32x32 crops; ``small``, 64x64 crops, the default bundle's). The
+            training windows must be cut with the same crop side
+            (:func:`preprocessing_for`).
         progress: tqdm bars.
     """
 
@@ -91,6 +95,7 @@ class TrainConfig:
     final: bool = True
     augment: bool = False
     model_config: dict = field(default_factory=dict)
+    encoder: str = "tiny"
     progress: bool = True
 
     def validate(self) -> None:
@@ -105,6 +110,34 @@ class TrainConfig:
             raise ConfigError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
         if self.lr <= 0 or self.pretrain_steps < 1 or self.threads < 0:
             raise ConfigError("lr must be > 0, pretrain_steps >= 1 and threads >= 0")
+        encoder_preset(self.encoder)
+
+    def encoder_config(self) -> dict:
+        """FaceEncoder keyword arguments of ``encoder`` (JSON-ready)."""
+        cfg = encoder_preset(self.encoder)
+        cfg["tubelet"] = list(cfg["tubelet"])
+        return cfg
+
+
+def preprocessing_for(encoder: str = "tiny") -> dict:
+    """The model-input settings for a face encoder size: :data:`PREPROCESSING` with
+    ``face.crop_size`` set to the encoder's crop side. Raises ConfigError for an unknown size."""
+    from export.data.preprocess import PREPROCESSING
+
+    p = copy.deepcopy(PREPROCESSING)
+    p["face"]["crop_size"] = int(encoder_preset(encoder)["size"])
+    return p
+
+
+def check_crop_size(windows, cfg: "TrainConfig") -> None:
+    """Raises ConfigError when the windows' face crops do not fit ``cfg.encoder``."""
+    if cfg.model not in USES_FACE_ENCODER:
+        return
+    want = int(encoder_preset(cfg.encoder)["size"])
+    got = int(np.asarray(windows.face_clip).shape[-2])
+    if got != want:
+        raise ConfigError(f"the windows hold {got}x{got} face crops but encoder {cfg.encoder!r} reads "
+                          f"{want}x{want}: cut them with export.train.preprocessing_for({cfg.encoder!r})")
 
 
 # ----------------------------------------------------------------------------- utilities
@@ -237,12 +270,14 @@ def parse_data_spec(spec: str) -> tuple[str, dict | str]:
     raise ConfigError(f"unknown data spec {spec!r}; use synth[:...], deap:DIR, mahnob:DIR, amigos:DIR or FILE.npz")
 
 
-def load_dataset(spec: str, cache_dir=None, workers: int = 1, progress: bool = False):
+def load_dataset(spec: str, cache_dir=None, workers: int = 1, progress: bool = False,
+                 preprocessing: dict | None = None):
     """An ``EmotionWindows`` from a ``--data`` spec (see :func:`parse_data_spec`).
 
     Synthetic sets are built by ``export.data.build_synth_dataset`` (cached under
     ``cache_dir``); corpora are read by ``export.data.corpora`` and cut into the contract's
-    windows by its ``windows_from_corpus``; a ``.npz`` is read by ``EmotionWindows.load``.
+    windows by its ``windows_from_corpus``; both with ``preprocessing`` (default
+    ``PREPROCESSING``). A ``.npz`` is read by ``EmotionWindows.load`` as it was made.
 
     Raises:
         ConfigError: bad spec. BadInputError: missing or unreadable data.
@@ -254,12 +289,13 @@ def load_dataset(spec: str, cache_dir=None, workers: int = 1, progress: bool = F
         return build_synth_dataset(
             n_subjects=opts.get("subjects"), trials_per_subject=opts.get("trials"), seed=opts.get("seed", 0),
             workers=workers, cache_dir=cache_dir, preset=opts.get("preset", "default"), progress=progress,
+            preprocessing=preprocessing,
         )
     if kind == "npz":
         from export.data import EmotionWindows
 
         return EmotionWindows.load(opts)
-    return _load_corpus(kind, opts)
+    return _load_corpus(kind, opts, preprocessing)
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -312,15 +348,19 @@ class EncoderCache:
     """Pretrained face encoders keyed by (data, training subjects, settings), in memory and on disk."""
 
     def __init__(self, cache_dir: Path | None, fingerprint: str, steps: int, seed: int, progress: bool,
-                 device: torch.device):
+                 device: torch.device, encoder_config: dict | None = None):
         self.dir = Path(cache_dir) if cache_dir else None
         self.fingerprint, self.steps, self.seed, self.progress, self.device = fingerprint, steps, seed, progress, device
+        self.encoder_config = dict(encoder_config or encoder_preset("tiny"))
         self.memory: dict[str, tuple[FaceEncoder, dict]] = {}
 
     def get(self, windows, subjects: np.ndarray) -> tuple[FaceEncoder, dict]:
         """Encoder pretrained on the clips of ``subjects`` only (frozen, eval mode)."""
         subj = sorted(int(s) for s in np.unique(subjects))
-        key = hashlib.sha256(json.dumps([self.fingerprint, subj, self.steps, self.seed]).encode()).hexdigest()[:16]
+        ident = [self.fingerprint, subj, self.steps, self.seed]
+        if self.encoder_config.get("size", 32) != 32 or self.encoder_config.get("dim", 64) != 64:
+            ident.append(self.encoder_config)  # (keys of tiny encoders cached before presets existed stay valid)
+        key = hashlib.sha256(json.dumps(ident, default=list).encode()).hexdigest()[:16]
         if key in self.memory:
             return self.memory[key]
         path = self.dir / f"face_encoder_{key}.pt" if self.dir else None
@@ -330,7 +370,7 @@ class EncoderCache:
             mask = np.isin(windows.subject, subj)
             clips = clips_for_pretraining(windows.face_clip[mask], windows.face_seq_crops[mask])
             enc, hist = pretrain_face_encoder(clips, steps=self.steps, seed=self.seed, device=self.device,
-                                              progress=self.progress)
+                                              encoder_config=self.encoder_config, progress=self.progress)
             hist["subjects"] = subj
             enc.freeze()
             if path is not None:
@@ -343,8 +383,16 @@ class EncoderCache:
 
 def _model_config(cfg: TrainConfig, n_subjects: int) -> dict:
     config = dict(cfg.model_config)
-    if "n_subjects" in inspect.signature(MODELS[cfg.model].__init__).parameters:
+    params = inspect.signature(MODELS[cfg.model].__init__).parameters
+    if "n_subjects" in params:
         config["n_subjects"] = int(n_subjects)
+    if cfg.model in USES_FACE_ENCODER:
+        # The face encoder's size: inside the model (PromptFusion, the face baseline) or, for
+        # MVP, the width of the face features its separate encoder produces.
+        if "encoder" in params:
+            config.setdefault("encoder", cfg.encoder_config())
+        elif "feat_dim" in params:
+            config.setdefault("feat_dim", int(cfg.encoder_config()["dim"]))
     return config
 
 
@@ -497,7 +545,9 @@ def cross_validate(windows, cfg: TrainConfig, cache_dir: Path | None = None) -> 
     subjects = np.asarray(windows.subject)
     splits = subject_splits(subjects, cfg.protocol, cfg.folds, cfg.seed)
     uses_encoder = cfg.model in USES_FACE_ENCODER
-    cache = EncoderCache(cache_dir, data_fingerprint(windows), cfg.pretrain_steps, cfg.seed, cfg.progress, device)
+    check_crop_size(windows, cfg)
+    cache = EncoderCache(cache_dir, data_fingerprint(windows), cfg.pretrain_steps, cfg.seed, cfg.progress, device,
+                         cfg.encoder_config())
     names = MODELS[cfg.model].input_names
     folds = []
     for k, (train_idx, test_idx) in enumerate(tqdm(splits, desc=f"{cfg.model} folds", disable=not cfg.progress)):
@@ -539,8 +589,9 @@ def train_final(windows, cfg: TrainConfig, epochs: int,
     subjects = np.asarray(windows.subject)
     encoder = None
     if cfg.model in USES_FACE_ENCODER:
+        check_crop_size(windows, cfg)
         cache = cache or EncoderCache(None, data_fingerprint(windows), cfg.pretrain_steps, cfg.seed,
-                                      cfg.progress, device)
+                                      cfg.progress, device, cfg.encoder_config())
         encoder, _ = cache.get(windows, subjects)
     all_idx = np.arange(subjects.size)
     smap = {int(s): i for i, s in enumerate(np.unique(subjects))}
@@ -637,7 +688,7 @@ def train(windows, cfg: TrainConfig, out_dir, data_spec: str = "", cache_dir=Non
     return report
 
 
-def _load_corpus(kind: str, spec: str):
+def _load_corpus(kind: str, spec: str, preprocessing: dict | None = None):
     """Windows of a real corpus: ``DIR`` or ``DIR,videos=VIDEO_DIR`` (``export.data.corpora``).
 
     DEAP and AMIGOS take their face videos from ``videos=`` (else ``DIR/face_video`` when it
@@ -655,4 +706,4 @@ def _load_corpus(kind: str, spec: str):
         records = corpora.load_amigos(root, video_dir=videos)
     else:
         records = corpora.load_mahnob(root, with_video=True)
-    return corpora.windows_from_corpus(records)
+    return corpora.windows_from_corpus(records, preprocessing)

@@ -11,6 +11,8 @@
 # Settings (environment):
 #   MODEL      model to train (default promptfusion: face clip + rPPG TFR, so the demo
 #              gives valence / arousal 10 s after start; mvp needs 60 s of face and contact)
+#   ENCODER    face encoder size (default small: 64x64 crops, dim 192, 4 blocks; tiny is the
+#              32x32 contract model, too small for INT8 to pay on a CPU, docs/QUANTIZATION.md)
 #   DATA       training data spec (default synth:preset=default, 24 subjects x 8 trials)
 #   WORK       working folder (default: a new temporary folder, kept for inspection)
 #   WORKERS    processes building the synthetic dataset (default 2)
@@ -25,6 +27,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 MODEL="${MODEL:-promptfusion}"
+ENCODER="${ENCODER:-small}"
 DATA="${DATA:-synth:preset=default}"
 WORK="${WORK:-$(mktemp -d -t emofuse-default-bundle-XXXXXX)}"
 WORKERS="${WORKERS:-2}"
@@ -35,9 +38,9 @@ TRAIN_ARGS=()
 if [[ -n "${EPOCHS:-}" ]]; then TRAIN_ARGS+=(--epochs "$EPOCHS"); fi
 if [[ -n "${FOLDS:-}" ]]; then TRAIN_ARGS+=(--folds "$FOLDS"); fi
 
-echo "building the default bundle: model $MODEL, data $DATA, in $WORK" >&2
+echo "building the default bundle: model $MODEL ($ENCODER encoder), data $DATA, in $WORK" >&2
 mkdir -p "$WORK"
-$EMOFUSE train --model "$MODEL" --data "$DATA" --protocol kfold-subject --out "$WORK/train" \
+$EMOFUSE train --model "$MODEL" --encoder "$ENCODER" --data "$DATA" --protocol kfold-subject --out "$WORK/train" \
     --cache-dir "$WORK/cache" --workers "$WORKERS" --quiet "${TRAIN_ARGS[@]}"
 $EMOFUSE export "$WORK/train/checkpoint.pt" --out "$WORK/bundle" --cache-dir "$WORK/cache" --workers "$WORKERS"
 $EMOFUSE calibrate "$WORK/bundle" --data "$CALIB" --workers "$WORKERS"

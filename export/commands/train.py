@@ -15,6 +15,10 @@ import sys
 
 from firmware_bridge.errors import ConfigError, require
 
+# The keys of export.models.ENCODER_PRESETS, written out so that the parser needs no torch
+# (a test keeps the two equal).
+ENCODER_SIZES = ("tiny", "small")
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -38,6 +42,9 @@ def register(subparsers) -> None:
     p.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate (default 1e-3)")
     p.add_argument("--pretrain-steps", type=int, default=1000,
                    help="MAE pretraining steps of the face encoder per fold (default 1000)")
+    p.add_argument("--encoder", default="tiny", choices=ENCODER_SIZES,
+                   help="face encoder size: tiny (32x32 crops, dim 64, the contract) or small (64x64 "
+                        "crops, dim 192, the default bundle's); the training windows are cut to match")
     p.add_argument("--seed", type=int, default=0, help="global seed (default 0)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda (default auto)")
     p.add_argument("--threads", type=int, default=0,
@@ -68,7 +75,7 @@ def run(args) -> int:
     require("torch", "export", "emofuse train")
     from pathlib import Path
 
-    from export.train import TrainConfig, load_dataset, train
+    from export.train import TrainConfig, load_dataset, preprocessing_for, train
 
     if args.workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {args.workers}")
@@ -79,9 +86,11 @@ def run(args) -> int:
         patience=args.patience, batch_size=args.batch_size, lr=args.lr,
         pretrain_steps=args.pretrain_steps, seed=args.seed, device=args.device, threads=args.threads,
         final=not args.no_final, augment=args.augment, progress=not args.quiet and sys.stderr.isatty(),
+        encoder=args.encoder,
     )
     cfg.validate()
-    windows = load_dataset(args.data, cache_dir=cache_dir, workers=args.workers)
+    windows = load_dataset(args.data, cache_dir=cache_dir, workers=args.workers,
+                           preprocessing=preprocessing_for(args.encoder))
     report = train(windows, cfg, out, data_spec=args.data, cache_dir=cache_dir)
     s = report["summary"]
     print(f"model {args.model}  protocol {report['protocol']['name']} ({report['protocol']['folds']} folds)  "

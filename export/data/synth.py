@@ -350,6 +350,7 @@ def build_synth_dataset(
     *,
     preset: str = "default",
     config: SynthConfig | None = None,
+    preprocessing: dict | None = None,
     progress: bool = False,
 ) -> EmotionWindows:
     """Build (or load from the cache) the synthetic emotion dataset.
@@ -366,6 +367,9 @@ def build_synth_dataset(
         preset: a key of :data:`SYNTH_PRESETS` (``"default"``, ``"small"``, ``"tiny"``).
         config: full settings; when given, n_subjects / trials_per_subject / seed / preset
             are ignored.
+        preprocessing: the model-input settings (default
+            :data:`~export.data.preprocess.PREPROCESSING`), e.g. with another
+            ``face.crop_size`` for a larger face encoder (:func:`export.train.preprocessing_for`).
         progress: show a tqdm progress bar.
 
     Returns:
@@ -389,7 +393,7 @@ def build_synth_dataset(
         config = SynthConfig(seed=seed, **size)
     if isinstance(workers, bool) or int(workers) != workers or workers < 1:
         raise ConfigError(f"workers must be an integer >= 1, got {workers!r}")
-    preprocessing = copy.deepcopy(PREPROCESSING)
+    preprocessing = copy.deepcopy(PREPROCESSING if preprocessing is None else preprocessing)
     cache_path = None
     if cache_dir is not None:
         cache_path = Path(cache_dir) / f"synth-{_cache_key(config, preprocessing)}.npz"

@@ -19,7 +19,7 @@ from export.models.baselines import (
 )
 from export.models.mvp import MVP, face_feats_from_crops
 from export.models.promptfusion import PromptFusion, PromptFusionNoInv, grad_reverse
-from export.models.vit import FaceEncoder, FrameEncoderExport, MaskedAutoencoder
+from export.models.vit import ENCODER_PRESETS, FaceEncoder, FrameEncoderExport, MaskedAutoencoder, encoder_preset
 from firmware_bridge.errors import BadInputError, ConfigError
 
 CHECKPOINT_FORMAT = "emofuse-ckpt/1"
@@ -60,9 +60,9 @@ OUTPUT_SPECS: dict[str, dict] = {
 }
 
 __all__ = [
-    "CHECKPOINT_FORMAT", "INPUT_SPECS", "LABELS", "MODELS", "OUTPUT_SPECS", "USES_FACE_ENCODER",
+    "CHECKPOINT_FORMAT", "ENCODER_PRESETS", "INPUT_SPECS", "LABELS", "MODELS", "OUTPUT_SPECS", "USES_FACE_ENCODER",
     "EmotionModel", "ExportModule", "FaceEncoder", "FrameEncoderExport", "MaskedAutoencoder",
-    "build_model", "count_flops", "count_parameters", "example_inputs", "export_module",
+    "build_model", "count_flops", "encoder_preset", "input_shape", "count_parameters", "example_inputs", "export_module",
     "face_encoder_from_checkpoint", "face_feats_from_crops", "grad_reverse", "load_checkpoint",
 ]
 
@@ -106,6 +106,19 @@ def export_module(model: EmotionModel) -> ExportModule:
     return ExportModule(model).eval()
 
 
+def input_shape(model_or_names, name: str) -> tuple[int, ...]:
+    """Shape of input ``name`` without the batch dimension: :data:`INPUT_SPECS`' (the ``tiny``
+    encoder's contract), or, given a model, sized by its face encoder (``face_clip`` crop side)
+    or face feature width (``face_feats``)."""
+    shape = list(INPUT_SPECS[name]["shape"])
+    encoder = getattr(model_or_names, "encoder", None)
+    if name == "face_clip" and isinstance(encoder, FaceEncoder):
+        shape = [encoder.frames, 3, encoder.size, encoder.size]
+    elif name == "face_feats" and hasattr(model_or_names, "feat_dim"):
+        shape[-1] = int(model_or_names.feat_dim)
+    return tuple(shape)
+
+
 def example_inputs(model_or_names, batch: int = 1, seed: int = 0) -> tuple[torch.Tensor, ...]:
     """Random tensors of the contract's shapes for a model's inputs (in ``input_names`` order).
 
@@ -116,7 +129,7 @@ def example_inputs(model_or_names, batch: int = 1, seed: int = 0) -> tuple[torch
     gen = torch.Generator().manual_seed(seed)
     out = []
     for name in names:
-        shape = (batch, *INPUT_SPECS[name]["shape"])
+        shape = (batch, *input_shape(model_or_names, name))
         if name == "face_clip":
             out.append(torch.rand(shape, generator=gen))
         elif name == "contact_level":

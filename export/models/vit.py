@@ -6,8 +6,13 @@ Worth 16x16 Words", ICLR); it is pretrained by VideoMAE's masked reconstruction 
 masking (Tong et al. 2022, "VideoMAE: Masked Autoencoders are Data-Efficient Learners for
 Self-Supervised Video Pre-Training", NeurIPS), see :mod:`export.pretrain`.
 
-Sizes are the issue-4 contract's: a clip of 8 RGB 32x32 face crops, tubelets of 2x8x8 pixels,
-so 4 (time) x 4 x 4 (space) = 64 tokens of dimension 64, 4 blocks of 4 heads. Everything is
+Sizes come in presets (:data:`ENCODER_PRESETS`). ``tiny`` is the issue-4 contract's: a clip of
+8 RGB 32x32 face crops, tubelets of 2x8x8 pixels, so 4 (time) x 4 x 4 (space) = 64 tokens of
+dimension 64, 4 blocks of 4 heads (18 M multiply-accumulates). ``small`` - the default bundle's
+- reads 64x64 crops in 2x16x16 tubelets (the same 64 tokens, four times the pixels each) with
+ViT-Tiny's width (dimension 192, 3 heads of 64) over 4 blocks (148 M multiply-accumulates): a
+face crop of 32 pixels loses most of an expression, and a model whose matrix products are a
+tenth of its time gains nothing from INT8 (docs/QUANTIZATION.md). Everything is
 written with matmul, softmax, LayerNorm, Conv and reshapes of fixed token counts so that it
 exports to ONNX opset 17 with standard operators only (no fused attention kernel).
 """
@@ -18,12 +23,27 @@ import math
 import torch
 from torch import nn
 
-from firmware_bridge.errors import ConfigError
+from firmware_bridge.errors import BadInputError, ConfigError
 
 # Face crops arrive in [0, 1]; centring them keeps the first layer's activations near zero
 # for any skin tone. Plain constants (not ImageNet's) because the encoder is trained here.
 PIXEL_MEAN = 0.5
 PIXEL_STD = 0.25
+
+#: Named FaceEncoder sizes (``emofuse train --encoder NAME``). The crop side (``size``) is also
+#: the preprocessing's ``face.crop_size``: training data and the device follow it.
+ENCODER_PRESETS: dict[str, dict] = {
+    "tiny": {"frames": 8, "size": 32, "tubelet": (2, 8, 8), "dim": 64, "depth": 4, "heads": 4},
+    "small": {"frames": 8, "size": 64, "tubelet": (2, 16, 16), "dim": 192, "depth": 4, "heads": 3},
+}
+
+
+def encoder_preset(name: str) -> dict:
+    """FaceEncoder keyword arguments of a named preset. Raises ConfigError for an unknown name."""
+    try:
+        return dict(ENCODER_PRESETS[name])
+    except KeyError:
+        raise ConfigError(f"unknown encoder size {name!r}; choose one of {', '.join(ENCODER_PRESETS)}") from None
 
 
 class Attention(nn.Module):
@@ -150,6 +170,9 @@ class FaceEncoder(nn.Module):
         Returns:
             float32 (B, T/tt * H/th * W/tw, dim).
         """
+        if not torch.jit.is_tracing() and tuple(clip.shape[-3:]) != (3, self.size, self.size):
+            raise BadInputError(f"face crops must be (..., 3, {self.size}, {self.size}) for this encoder, "
+                                f"got {tuple(clip.shape)}")
         x = (clip - PIXEL_MEAN) / PIXEL_STD
         x = self.patch_embed(x.transpose(1, 2))  # (B, D, t, h, w)
         n = x.shape[2] * x.shape[3] * x.shape[4]
@@ -194,7 +217,8 @@ class FaceEncoder(nn.Module):
 
 
 class FrameEncoderExport(nn.Module):
-    """ONNX face_encoder.onnx wrapper: ``face_crop`` (B, 3, 32, 32) -> ``face_feat`` (B, 64)."""
+    """ONNX face_encoder.onnx wrapper: ``face_crop`` (B, 3, S, S) -> ``face_feat`` (B, dim)
+    (S = the encoder's crop side: 32 for ``tiny``, 64 for ``small``)."""
 
     input_names = ("face_crop",)
     output_names = ("face_feat",)
