@@ -110,6 +110,14 @@ _MIN_FACE_FRACTION_FOR_HR = 0.9
 _MIN_PPG_RATE_HZ = 50.0
 
 
+def default_bundle_dir() -> Path:
+    """:data:`DEFAULT_BUNDLE_DIR`. Raises ConfigError when it is not installed."""
+    if not (DEFAULT_BUNDLE_DIR / "manifest.json").is_file():
+        raise ConfigError(f"the default bundle is not installed ({DEFAULT_BUNDLE_DIR}); rebuild it with "
+                          "scripts/build_default_bundle.sh, or pass a bundle folder")
+    return DEFAULT_BUNDLE_DIR
+
+
 def resolve_bundle(bundle: Any):
     """The :class:`edge.bundle.Bundle` a pipeline runs, from what a user passes.
 
@@ -132,10 +140,7 @@ def resolve_bundle(bundle: Any):
     if bundle is None or (isinstance(bundle, str) and bundle.lower() == "none"):
         return None
     if isinstance(bundle, str) and bundle == "default":
-        if not (DEFAULT_BUNDLE_DIR / "manifest.json").is_file():
-            raise ConfigError(f"the default bundle is not installed ({DEFAULT_BUNDLE_DIR}); rebuild it with "
-                              "scripts/build_default_bundle.sh, or pass --bundle DIR")
-        bundle = DEFAULT_BUNDLE_DIR
+        bundle = default_bundle_dir()
     loaded = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
     try:
         check_preprocessing(loaded.manifest.preprocessing)

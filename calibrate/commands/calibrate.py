@@ -31,7 +31,11 @@ def register(subparsers) -> None:
         "per-layer sweep finds sensitive, and gate FP32 vs INT8 on held-out windows. Exits 1 "
         "when decision agreement falls below --min-agreement, naming the layers to keep in float.",
     )
-    p.add_argument("bundle", help="bundle folder (written by emofuse export)")
+    p.add_argument("bundle", help="bundle folder (written by emofuse export), or 'default': the packaged "
+                   "bundle, which is part of the installation and so is calibrated as a copy (--out)")
+    p.add_argument("--out", metavar="DIR",
+                   help="calibrate a copy of the bundle written to DIR (a new or empty folder); the "
+                        "source bundle stays as it is")
     p.add_argument("--data", default="synth",
                    help="calibration data: synth[:seed=S,trials=T,subjects=N], recordings:DIR, "
                    "deap:DIR or npz:PATH (default synth: people the model never saw)")
@@ -86,6 +90,43 @@ def _reusable(bundle, spec: str, n_windows: int, n_holdout: int, seed: int):
     return (calib, holdout) if same else None
 
 
+def _target_folder(spec: str, out):
+    """The folder to calibrate: ``spec`` itself, or a fresh copy of it at ``out``.
+
+    Raises:
+        ConfigError: ``default`` without ``--out``, or ``out`` exists and is not empty.
+        BadInputError: the source is not a readable bundle.
+    """
+    import shutil
+    from pathlib import Path
+
+    from edge.bundle import load_bundle
+
+    if spec == "default":
+        from edge.pipeline import default_bundle_dir
+
+        if not out:
+            raise ConfigError("the packaged default bundle is part of the installation; calibrate a copy: "
+                              "emofuse calibrate default --out DIR")
+        src = default_bundle_dir()
+    else:
+        src = Path(spec)
+    if not out:
+        return src
+    source = load_bundle(src)  # refuse a broken source before copying anything
+    dst = Path(out)
+    if dst.resolve() == source.root.resolve():
+        return dst
+    if dst.exists() and (not dst.is_dir() or any(dst.iterdir())):
+        raise ConfigError(f"--out {dst} exists and is not an empty folder")
+    dst.mkdir(parents=True, exist_ok=True)
+    for item in source.root.iterdir():
+        if item.is_file() and not item.name.endswith(".rejected.onnx"):
+            shutil.copy2(item, dst / item.name)
+    print(f"calibration: copied {source.root} to {dst}", file=sys.stderr)
+    return dst
+
+
 def run(args) -> int:
     from calibrate.calibration import build_calibration, write_calibration
     from calibrate.quantize import DEFAULT_MIN_MACS, DEFAULT_NODE_TOLERANCE, QuantConfig, quantize_bundle
@@ -100,7 +141,7 @@ def run(args) -> int:
         node_tolerance=DEFAULT_NODE_TOLERANCE if args.node_tolerance is None else args.node_tolerance,
         min_agreement=args.min_agreement, percentile=args.percentile, quantizer=args.quantizer,
     ).validate()
-    bundle = load_bundle(args.bundle)
+    bundle = load_bundle(_target_folder(args.bundle, args.out))
     saved = None if args.rebuild else _reusable(bundle, args.data, args.windows, args.holdout, args.seed)
     if saved is not None:
         calib, holdout = saved

@@ -27,7 +27,8 @@ def register(subparsers) -> None:
         "on a recording (replay speed, latency, memory, start-up, per-stage time, a Jetson Orin "
         "Nano estimate) against the targets in docs/PERFORMANCE.md.",
     )
-    p.add_argument("target", help="what to benchmark: 'signals', 'pipeline' or a bundle folder")
+    p.add_argument("target", help="what to benchmark: 'signals', 'pipeline', 'default' (the packaged "
+                   "bundle) or a bundle folder")
     p.add_argument(
         "--lengths-s", type=float, nargs="+", default=[10.0, 60.0, 300.0],
         help="signal lengths in seconds (default 10 60 300)",
@@ -107,8 +108,13 @@ def run(args) -> int:
 def run_bundle(args) -> int:
     from pathlib import Path
 
-    if not Path(args.target).is_dir():
-        raise ConfigError(f"unknown bench target {args.target!r}: 'signals', 'pipeline' or a bundle folder")
+    if args.target == "default":
+        from edge.pipeline import default_bundle_dir
+
+        args.target = str(default_bundle_dir())
+    elif not Path(args.target).is_dir():
+        raise ConfigError(f"unknown bench target {args.target!r}: 'signals', 'pipeline', 'default' or a "
+                          "bundle folder")
     if args.threads < 0:
         raise ConfigError("--threads must be >= 0")
     if args.threads == 1 and not args.all_cores and hasattr(os, "sched_setaffinity"):

@@ -29,7 +29,7 @@ from calibrate.quantize import (  # noqa: E402
     modelopt_status, pays, prepare_model, quantize_bundle,
 )
 from edge.bundle import load_bundle, sha256_file  # noqa: E402
-from firmware_bridge.errors import ConfigError, MissingDependencyError  # noqa: E402
+from firmware_bridge.errors import BadInputError, ConfigError, MissingDependencyError  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore:You are using the legacy TorchScript:DeprecationWarning",
                                         "ignore:The feature will be removed:DeprecationWarning")
@@ -373,3 +373,27 @@ def test_cli_exits_1_and_names_the_layers_when_the_gate_fails(tiny, capsys):
     code = _cli(["calibrate", str(bundle.root), "--windows", "48", "--holdout", "64", "--no-sweep",
                  "--min-macs", "0", "--keep-float", *advice.split("--keep-float", 1)[1].split()])
     assert code == 0 and "gate PASSED" in capsys.readouterr().out
+
+
+def test_cli_out_calibrates_a_copy_and_leaves_the_source(tiny, tmp_path, capsys):
+    bundle, calib, hold = tiny
+    before = {p.name: p.read_bytes() for p in bundle.root.iterdir() if p.is_file()}
+    copy = tmp_path / "copy"
+    code = _cli(["calibrate", str(bundle.root), "--out", str(copy), "--windows", "48", "--holdout", "64",
+                 "--min-macs", "0"])
+    out = capsys.readouterr()
+    assert code == 0, out.out + out.err
+    assert "copied" in out.err and "reusing" in out.err and "gate PASSED" in out.out
+    assert {p.name: p.read_bytes() for p in bundle.root.iterdir() if p.is_file()} == before
+    assert load_bundle(copy, check_graphs=True).manifest.files[INT8_FILE].role == INT8_ROLE
+    # a second run into the now non-empty folder is refused before anything is written
+    with pytest.raises(ConfigError, match="not an empty folder"):
+        _cli(["calibrate", str(bundle.root), "--out", str(copy)])
+
+
+def test_cli_default_bundle_needs_out(tmp_path):
+    with pytest.raises(ConfigError, match="--out DIR"):
+        _cli(["calibrate", "default"])
+    with pytest.raises(BadInputError):
+        _cli(["calibrate", str(tmp_path / "missing"), "--out", str(tmp_path / "copy")])
+    assert not (tmp_path / "copy").exists()
