@@ -21,11 +21,17 @@ quantization by per-layer sensitivity):
 2. **Sensitivity sweep**: each candidate is quantized *alone*, and so is each group of usual
    suspects (all LayerNorms, all Softmaxes, the attention products, the classification heads),
    and the output drift against FP32 is measured on held-out *sweep* windows: max and mean
-   absolute probability difference and decisions flipped. A candidate that flips a decision or
-   moves a probability by more than ``node_tolerance`` on its own stays in float.
+   absolute probability difference, decisions flipped, and the expected disagreement
+   (:func:`calibrate.gate.expected_disagreement`: the flip rate the drift predicts over the
+   observed spread of decision margins). A candidate that moves a probability by more than
+   ``node_tolerance`` or is expected to flip more than half of the disagreement the gate allows
+   (``(1 - min_agreement) / 2``) on its own stays in float. Flips themselves are not the
+   criterion: on a hundred windows they mostly count the one or two that sit within 0.002 of
+   the decision boundary, which any change flips.
 3. **Combination**: the remaining candidates are quantized together; while the sweep windows'
-   decision agreement is below ``min_agreement``, the most sensitive remaining node goes back to
-   float.
+   decision agreement is below ``min_agreement`` or their expected disagreement above half of
+   what the gate allows, the remaining node with the largest accuracy cost for its speed
+   (expected disagreement alone per multiply-accumulate) goes back to float.
 4. **Gate** (:mod:`calibrate.gate`): the chosen graph against FP32 on the *gate* windows, which
    chose nothing.
 
@@ -78,7 +84,13 @@ DEFAULT_OP_TYPES = ("MatMul", "Gemm", "Conv")
 # Measured on this project's models (docs/QUANTIZATION.md): below ~0.1 M MACs per window an
 # INT8 MatMul saves less than its activation QuantizeLinear costs.
 DEFAULT_MIN_MACS = 100_000
+# A MatMul / Gemm whose weight has a side below this (a bottleneck adapter's 192 -> 16 -> 192)
+# gains nothing in INT8 here: the activation's QuantizeLinear costs what the GEMM saves.
+DEFAULT_MIN_SIDE = 32
 DEFAULT_NODE_TOLERANCE = 0.02
+# Share of the disagreement the gate allows (1 - min_agreement) that the sweep may spend: the
+# gate is measured on other people, so the sweep keeps half in reserve.
+DISAGREEMENT_SHARE = 0.5
 SUSPECT_OP_TYPES = ("LayerNormalization", "Softmax")
 _HEAD_RE = re.compile(r"head", re.IGNORECASE)
 
@@ -93,6 +105,7 @@ class QuantConfig:
         op_types: operator types that may be quantized (default MatMul, Gemm, Conv).
         target: ``"cpu"`` (uint8 asymmetric activations) or ``"tensorrt"`` (int8 symmetric).
         min_macs: candidates need at least this many multiply-accumulates per window.
+        min_side: MatMul / Gemm candidates need both weight dimensions at least this large.
         keep_float: node names the user keeps in float regardless of the sweep.
         sweep: run the sensitivity sweep (False: quantize every candidate).
         node_tolerance: largest probability drift one node may cause alone on the sweep windows.
@@ -108,6 +121,7 @@ class QuantConfig:
     op_types: tuple = DEFAULT_OP_TYPES
     target: str = "cpu"
     min_macs: int = DEFAULT_MIN_MACS
+    min_side: int = DEFAULT_MIN_SIDE
     keep_float: tuple = ()
     sweep: bool = True
     node_tolerance: float = DEFAULT_NODE_TOLERANCE
@@ -132,9 +146,13 @@ class QuantConfig:
             raise ConfigError(f"node_tolerance must be > 0, got {self.node_tolerance}")
         if not 50.0 < float(self.percentile) <= 100.0:
             raise ConfigError(f"percentile must be in (50, 100], got {self.percentile}")
-        if int(self.min_macs) < 0 or int(self.batch_size) < 1:
-            raise ConfigError("min_macs must be >= 0 and batch_size >= 1")
+        if int(self.min_macs) < 0 or int(self.min_side) < 0 or int(self.batch_size) < 1:
+            raise ConfigError("min_macs and min_side must be >= 0 and batch_size >= 1")
         return self
+
+    def disagreement_budget(self) -> float:
+        """Expected disagreement a sweep probe or the combination may reach on the sweep windows."""
+        return (1.0 - float(self.min_agreement)) * DISAGREEMENT_SHARE
 
     def record(self) -> dict:
         d = asdict(self)
@@ -158,6 +176,8 @@ class NodeInfo:
         macs: multiply-accumulates per window (batch 1), or None when shapes are unknown.
         head: the node belongs to a classification head (its name says ``head``).
         spatial_dims: kernel rank of a Conv (1, 2, 3), else 0.
+        min_side: the smaller of a weighted MatMul / Gemm's weight dimensions (its reduction
+            or its output width), None otherwise or when unknown.
     """
 
     name: str
@@ -166,6 +186,7 @@ class NodeInfo:
     macs: int | None
     head: bool
     spatial_dims: int = 0
+    min_side: int | None = None
 
 
 def _shape_table(model) -> dict:
@@ -219,8 +240,11 @@ def analyse_graph(model) -> list[NodeInfo]:
             if y and len(y) >= 3 and _prod(y[2:]) is not None:
                 macs = _prod(y[2:]) * int(b[0]) * _prod(b[1:])
         spatial = len(b) - 2 if node.op_type == "Conv" and b else 0
+        side = None
+        if weighted and node.op_type in ("MatMul", "Gemm") and b and len(b) >= 2 and None not in b[-2:]:
+            side = min(int(b[-2]), int(b[-1]))
         out.append(NodeInfo(node.name, node.op_type, bool(weighted), macs, bool(_HEAD_RE.search(node.name)),
-                            spatial))
+                            spatial, side))
     return out
 
 
@@ -510,11 +534,14 @@ def pays(info: NodeInfo, config: QuantConfig) -> bool:
     A weight-bearing MatMul / Gemm / Conv with at least ``config.min_macs`` multiply-accumulates
     per window (unknown counts pass), except 3-D convolutions: ONNX Runtime's INT8 Conv3d was
     measured slower than its FP32 one here (docs/QUANTIZATION.md), and the quantized input of a
-    video tubelet embedding is the largest activation of the model.
+    video tubelet embedding is the largest activation of the model; and except MatMul / Gemm
+    whose weight has a side below ``config.min_side`` (bottleneck adapters: measured no faster).
     """
     if not info.weighted or info.op_type not in config.op_types:
         return False
     if info.op_type == "Conv" and info.spatial_dims >= 3:
+        return False
+    if info.min_side is not None and info.min_side < int(config.min_side):
         return False
     return info.macs is None or info.macs >= int(config.min_macs)
 
@@ -551,6 +578,7 @@ class Probe:
         max_abs_diff, mean_abs_diff: of the probabilities vs FP32, over heads.
         flips: decisions changed, summed over heads.
         agreement: lowest per-head decision agreement.
+        expected_disagreement: highest per-head :func:`calibrate.gate.expected_disagreement`.
     """
 
     group: str
@@ -560,9 +588,12 @@ class Probe:
     mean_abs_diff: float
     flips: int
     agreement: float
+    expected_disagreement: float = 0.0
 
-    def sensitive(self, tolerance: float) -> bool:
-        return self.flips > 0 or not self.max_abs_diff <= tolerance
+    def sensitive(self, tolerance: float, budget: float) -> bool:
+        """Whether this probe alone moves a probability by more than ``tolerance`` or is
+        expected to flip more than ``budget`` of the decisions."""
+        return not self.max_abs_diff <= tolerance or not self.expected_disagreement <= budget
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -573,7 +604,8 @@ class Probe:
 def _drift(ref: dict, got: dict, group: str, nodes, candidate: bool) -> Probe:
     report = compare_probabilities(ref, got, None, 1.0)
     return Probe(group, tuple(nodes), candidate, report.max_abs_diff, report.mean_abs_diff,
-                 sum(h.flips for h in report.heads), report.min_agreement)
+                 sum(h.flips for h in report.heads), report.min_agreement,
+                 max(h.expected_disagreement for h in report.heads))
 
 
 def sweep_groups(infos, candidates) -> dict:
@@ -627,11 +659,12 @@ class QuantResult:
         lines = []
         if self.probes:
             lines.append(f"sensitivity sweep ({len(self.probes)} probes, drift vs FP32 on the sweep windows):")
-            lines.append(f"  {'probe':<60} {'max|dp|':>8} {'mean|dp|':>9} {'flips':>6}")
-            ranked = sorted(self.probes, key=lambda p: (-p.flips, -p.max_abs_diff))
+            lines.append(f"  {'probe':<60} {'max|dp|':>8} {'mean|dp|':>9} {'flips':>6} {'E[flip]':>8}")
+            ranked = sorted(self.probes, key=_severity, reverse=True)
             for p in ranked[:15]:
                 label = p.group if len(p.group) <= 60 else "..." + p.group[-57:]
-                lines.append(f"  {label:<60} {p.max_abs_diff:>8.4f} {p.mean_abs_diff:>9.5f} {p.flips:>6d}")
+                lines.append(f"  {label:<60} {p.max_abs_diff:>8.4f} {p.mean_abs_diff:>9.5f} {p.flips:>6d} "
+                             f"{p.expected_disagreement:>8.2%}")
             if len(ranked) > 15:
                 lines.append(f"  ... {len(ranked) - 15} more (least sensitive) in manifest.json")
         lines.append(f"quantized {len(self.quantized)} nodes; kept in float for accuracy: "
@@ -647,13 +680,24 @@ class QuantResult:
         return "\n".join(lines) + "\n"
 
 
-def _suggest(probes: list, quantized: list, tolerance: float, k: int = 3) -> list:
+def _severity(p: Probe) -> tuple:
+    """Sort key, most damaging probe last: expected disagreement, then mean drift, then flips."""
+    return (p.expected_disagreement, p.mean_abs_diff, p.flips)
+
+
+def _cost_per_gain(p: Probe, macs: int | None) -> tuple:
+    """Combination order: the node whose accuracy cost (expected disagreement alone) is largest
+    for the speed it brings (its multiply-accumulates) goes back to float first."""
+    return (p.expected_disagreement / max(int(macs or 1), 1), p.mean_abs_diff / max(int(macs or 1), 1))
+
+
+def _suggest(probes: list, quantized: list, tolerance: float, budget: float, k: int = 3) -> list:
     """Quantized nodes to keep in float: every one that is sensitive alone, most sensitive
     first; if none is (the damage comes from their combination), the ``k`` worst."""
     by_name = {p.nodes[0]: p for p in probes if len(p.nodes) == 1}
-    ranked = sorted(quantized, key=lambda n: (-(by_name[n].flips if n in by_name else 0),
-                                              -(by_name[n].mean_abs_diff if n in by_name else 0.0)))
-    sensitive = [n for n in ranked if n in by_name and by_name[n].sensitive(tolerance)]
+    ranked = sorted(quantized, key=lambda n: _severity(by_name[n]) if n in by_name else (0.0, 0.0, 0),
+                    reverse=True)
+    sensitive = [n for n in ranked if n in by_name and by_name[n].sensitive(tolerance, budget)]
     return sensitive or ranked[:k]
 
 
@@ -682,21 +726,26 @@ def choose_nodes(quantizer: OrtQuantizer, infos, config: QuantConfig, sweep_set:
             path = quantizer.quantize(nodes, workdir / "probe.onnx")
             got = run_graph(path, sweep_set.inputs)
             probes.append(_drift(fp32_sweep, got, label, nodes, label.startswith("node:")))
-            log.debug("probe %s: max %.4f flips %d", label, probes[-1].max_abs_diff, probes[-1].flips)
-        sensitive = {p.nodes[0] for p in probes if p.candidate and p.sensitive(config.node_tolerance)}
+            log.debug("probe %s: max %.4f flips %d expected %.4f", label, probes[-1].max_abs_diff,
+                      probes[-1].flips, probes[-1].expected_disagreement)
+        budget = config.disagreement_budget()
+        sensitive = {p.nodes[0] for p in probes if p.candidate and p.sensitive(config.node_tolerance, budget)}
         kept += [n for n in names if n in sensitive]
         names = [n for n in names if n not in sensitive]
         by_name = {p.nodes[0]: p for p in probes if p.candidate}
+        macs = {i.name: i.macs for i in candidates}
         # Step 3: back to float, most sensitive first, until the combination agrees.
         while names:
             path = quantizer.quantize(names, workdir / "combined.onnx")
             got = run_graph(path, sweep_set.inputs)
-            agreement = compare_probabilities(fp32_sweep, got, None, 1.0).min_agreement
-            if agreement >= config.min_agreement:
+            report = compare_probabilities(fp32_sweep, got, None, 1.0)
+            agreement = report.min_agreement
+            expected = max(h.expected_disagreement for h in report.heads)
+            if agreement >= config.min_agreement and expected <= budget:
                 break
-            worst = max(names, key=lambda n: (by_name[n].flips, by_name[n].mean_abs_diff))
-            log.info("sweep windows agree %.2f%% < %.2f%%: %s back to float", 100 * agreement,
-                     100 * config.min_agreement, worst)
+            worst = max(names, key=lambda n: _cost_per_gain(by_name[n], macs.get(n)))
+            log.info("sweep windows agree %.2f%% (expected disagreement %.2f%%, budget %.2f%%): %s back to float",
+                     100 * agreement, 100 * expected, 100 * budget, worst)
             names.remove(worst)
             kept.append(worst)
         if not names:
@@ -779,7 +828,8 @@ def quantize_bundle(bundle, calib: CalibrationSet, holdout: CalibrationSet, conf
                           for n in quantized]
                 result.probes = probes
                 result.record["sweep"]["probes"] = [p.to_dict() for p in probes]
-            result.suggestions = _suggest(probes, quantized, config.node_tolerance)
+            result.suggestions = _suggest(probes, quantized, config.node_tolerance,
+                                          config.disagreement_budget())
             if install:
                 rejected = bundle.root / "model.int8.rejected.onnx"
                 shutil.copyfile(candidate_path, rejected)
@@ -803,10 +853,12 @@ def _record(bundle, config, calib, holdout, quantized, kept, not_paying, probes,
     root = bundle.root
     calib_file = root / CALIBRATION_FILE
     hold_file = root / HOLDOUT_FILE
-    sensitive_groups = [p.group for p in probes if not p.candidate and p.sensitive(config.node_tolerance)]
+    budget = config.disagreement_budget()
+    sensitive_groups = [p.group for p in probes if not p.candidate and p.sensitive(config.node_tolerance, budget)]
     summary = (f"{len(probes)} probes on {len(sweep_set) if sweep_set is not None else 0} sweep windows; "
-               f"{sum(1 for p in probes if p.candidate and p.sensitive(config.node_tolerance))} candidate nodes "
-               f"sensitive alone (tolerance {config.node_tolerance}); sensitive groups: "
+               f"{sum(1 for p in probes if p.candidate and p.sensitive(config.node_tolerance, budget))} candidate "
+               f"nodes sensitive alone (tolerance {config.node_tolerance}, expected disagreement budget "
+               f"{budget:.2%}); sensitive groups: "
                f"{', '.join(g.split(':', 1)[1] for g in sensitive_groups) or 'none'}")
     return {
         "format": "onnx-qdq",
@@ -822,7 +874,7 @@ def _record(bundle, config, calib, holdout, quantized, kept, not_paying, probes,
         "sweep": {
             "summary": summary,
             "n_windows": len(sweep_set) if sweep_set is not None else 0,
-            "probes": [p.to_dict() for p in sorted(probes, key=lambda p: (-p.flips, -p.max_abs_diff))],
+            "probes": [p.to_dict() for p in sorted(probes, key=_severity, reverse=True)],
         },
         "gate": gate.to_dict(),
         "calibration": {

@@ -20,6 +20,9 @@ from firmware_bridge.errors import ConfigError
 log = logging.getLogger("emofuse.calibrate")
 
 EXIT_GATE_FAILED = 1
+# calibrate.calibration.DEFAULT_HOLDOUT, written out so that the parser imports nothing heavy
+# (a test keeps the two equal).
+DEFAULT_HOLDOUT = 600
 
 
 def register(subparsers) -> None:
@@ -40,8 +43,9 @@ def register(subparsers) -> None:
                    help="calibration data: synth[:seed=S,trials=T,subjects=N], recordings:DIR, "
                    "deap:DIR or npz:PATH (default synth: people the model never saw)")
     p.add_argument("--windows", type=int, default=500, help="calibration windows (default 500)")
-    p.add_argument("--holdout", type=int, default=200,
-                   help="held-out windows, split into sweep and gate parts (default 200)")
+    p.add_argument("--holdout", type=int, default=DEFAULT_HOLDOUT,
+                   help=f"held-out windows, split into sweep and gate parts (default {DEFAULT_HOLDOUT}: about "
+                        "300 gate windows, so that 99 %% agreement allows a few flips instead of none)")
     p.add_argument("--method", choices=("minmax", "entropy", "percentile"), default="minmax",
                    help="activation range calibration (default minmax)")
     p.add_argument("--percentile", type=float, default=99.999, help="for --method percentile")
@@ -54,6 +58,9 @@ def register(subparsers) -> None:
                    help="operator types that may be quantized (default MatMul Gemm Conv)")
     p.add_argument("--min-macs", type=int, default=None,
                    help="skip operators with fewer multiply-accumulates per window (default 100000)")
+    p.add_argument("--min-side", type=int, default=None,
+                   help="skip MatMul / Gemm whose weight has a side below this (default 32: bottleneck "
+                        "adapters gain nothing in INT8)")
     p.add_argument("--keep-float", nargs="+", default=[], metavar="NODE",
                    help="node names to keep in float whatever the sweep says")
     p.add_argument("--node-tolerance", type=float, default=None,
@@ -129,7 +136,8 @@ def _target_folder(spec: str, out):
 
 def run(args) -> int:
     from calibrate.calibration import build_calibration, write_calibration
-    from calibrate.quantize import DEFAULT_MIN_MACS, DEFAULT_NODE_TOLERANCE, QuantConfig, quantize_bundle
+    from calibrate.quantize import (DEFAULT_MIN_MACS, DEFAULT_MIN_SIDE, DEFAULT_NODE_TOLERANCE, QuantConfig,
+                                    quantize_bundle)
     from edge.bundle import load_bundle
 
     if args.workers < 1:
@@ -137,6 +145,7 @@ def run(args) -> int:
     config = QuantConfig(
         method=args.method, per_channel=not args.per_tensor, op_types=tuple(args.op_types),
         target=args.target, min_macs=DEFAULT_MIN_MACS if args.min_macs is None else args.min_macs,
+        min_side=DEFAULT_MIN_SIDE if args.min_side is None else args.min_side,
         keep_float=tuple(args.keep_float), sweep=not args.no_sweep,
         node_tolerance=DEFAULT_NODE_TOLERANCE if args.node_tolerance is None else args.node_tolerance,
         min_agreement=args.min_agreement, percentile=args.percentile, quantizer=args.quantizer,

@@ -136,3 +136,51 @@ def test_run_gate_on_real_graphs(tmp_path):
     np.testing.assert_allclose(whole["valence_prob"], parts["valence_prob"], atol=1e-7)
     with pytest.raises(BadInputError, match="missing"):
         run_graph(a, {"y": x})
+
+
+def _odds(z) -> np.ndarray:
+    """[low, high] probabilities from the log-odds of high."""
+    return _probs(1.0 / (1.0 + np.exp(-np.asarray(z, np.float64))))
+
+
+def test_expected_disagreement_pairs_drifts_with_margins():
+    from calibrate.gate import expected_disagreement
+
+    z = np.array([2.0, 0.4, 0.04, -1.2])  # log-odds margins 2.0, 0.4, 0.04, 1.2
+    assert expected_disagreement(_odds(z), _odds(z)) == 0.0
+    # every window's log-odds move 0.2 toward the boundary: only the 0.04 margin is below that
+    # drift, and half of such pairs point the flipping way: 0.5 * 1/4
+    toward = z - 0.2 * np.sign(z)
+    assert expected_disagreement(_odds(z), _odds(toward)) == pytest.approx(0.125, abs=1e-6)
+    # the same drift away from the boundary counts the same: which way a window moves is an
+    # accident of that window, the size of the drift is the graph's property
+    away = z + 0.2 * np.sign(z)
+    assert expected_disagreement(_odds(z), _odds(away)) == pytest.approx(0.125, abs=1e-6)
+    # one drift of 1.5 among three of 0: it exceeds 3 of the 4 margins
+    one = z.copy()
+    one[3] += 1.5
+    assert expected_disagreement(_odds(z), _odds(one)) == pytest.approx(0.5 * (3 / 4) / 4, abs=1e-6)
+
+
+def test_expected_disagreement_is_steadier_than_counting_flips():
+    """Samples of the same kind of drift: counting flips depends on whether a window happens
+    to sit within the drift of the boundary; the estimate agrees on average and moves less."""
+    from calibrate.gate import expected_disagreement
+
+    rng = np.random.default_rng(3)
+    estimates, flips = [], []
+    for _ in range(40):
+        z = rng.normal(0.0, 2.0, 100)
+        moved = z + rng.normal(0.0, 0.05, 100)
+        estimates.append(expected_disagreement(_odds(z), _odds(moved)))
+        flips.append(np.mean((z > 0) != (moved > 0)))
+    assert np.mean(estimates) == pytest.approx(np.mean(flips), abs=0.003)
+    assert np.std(estimates) < 0.75 * np.std(flips)
+
+
+def test_gate_reports_the_estimate_per_head():
+    base, moved = _planted()
+    report = compare_probabilities({"valence_prob": _probs(base)}, {"valence_prob": _probs(moved)})
+    head = report.heads[0]
+    assert 0.0 < head.expected_disagreement <= 1.0
+    assert head.to_dict()["expected_disagreement"] == head.expected_disagreement

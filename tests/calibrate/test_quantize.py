@@ -123,7 +123,7 @@ def tiny(tmp_path):
 
 
 # The planted test needs every layer as a candidate, however small.
-ALL = dict(min_macs=0, method="minmax")
+ALL = dict(min_macs=0, min_side=0, method="minmax")
 
 
 def test_sweep_keeps_the_planted_weak_layer_in_float(tiny):
@@ -362,7 +362,7 @@ def test_cli_exits_1_and_names_the_layers_when_the_gate_fails(tiny, capsys):
     bundle, calib, hold = tiny
     before = (bundle.root / "manifest.json").read_bytes()
     code = _cli(["calibrate", str(bundle.root), "--windows", "48", "--holdout", "64", "--no-sweep",
-                 "--min-macs", "0"])
+                 "--min-macs", "0", "--min-side", "0"])
     out = capsys.readouterr()
     assert code == 1, out.out + out.err
     assert "reusing" in out.err and "gate failed" in out.err
@@ -371,7 +371,7 @@ def test_cli_exits_1_and_names_the_layers_when_the_gate_fails(tiny, capsys):
     assert (bundle.root / "manifest.json").read_bytes() == before
     # following the advice passes
     code = _cli(["calibrate", str(bundle.root), "--windows", "48", "--holdout", "64", "--no-sweep",
-                 "--min-macs", "0", "--keep-float", *advice.split("--keep-float", 1)[1].split()])
+                 "--min-macs", "0", "--min-side", "0", "--keep-float", *advice.split("--keep-float", 1)[1].split()])
     assert code == 0 and "gate PASSED" in capsys.readouterr().out
 
 
@@ -380,7 +380,7 @@ def test_cli_out_calibrates_a_copy_and_leaves_the_source(tiny, tmp_path, capsys)
     before = {p.name: p.read_bytes() for p in bundle.root.iterdir() if p.is_file()}
     copy = tmp_path / "copy"
     code = _cli(["calibrate", str(bundle.root), "--out", str(copy), "--windows", "48", "--holdout", "64",
-                 "--min-macs", "0"])
+                 "--min-macs", "0", "--min-side", "0"])
     out = capsys.readouterr()
     assert code == 0, out.out + out.err
     assert "copied" in out.err and "reusing" in out.err and "gate PASSED" in out.out
@@ -397,3 +397,43 @@ def test_cli_default_bundle_needs_out(tmp_path):
     with pytest.raises(BadInputError):
         _cli(["calibrate", str(tmp_path / "missing"), "--out", str(tmp_path / "copy")])
     assert not (tmp_path / "copy").exists()
+
+
+def test_cost_rule_skips_bottleneck_gemms(tmp_path):
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.normal(size=s).astype(np.float32), n)
+             for n, s in (("w_down", (192, 16)), ("w_up", (16, 192)), ("w_fc", (192, 192)))]
+    g = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w_down"], ["d"], name="down"),
+         helper.make_node("MatMul", ["d", "w_up"], ["u"], name="up"),
+         helper.make_node("MatMul", ["u", "w_fc"], ["y"], name="fc")],
+        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 68, 192])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    onnx.save(m, tmp_path / "b.onnx")
+    infos = {i.name: i for i in analyse_graph(onnx.load(str(prepare_model(tmp_path / "b.onnx", tmp_path / "p.onnx"))))}
+    assert [infos[n].min_side for n in ("down", "up", "fc")] == [16, 16, 192]
+    cfg = QuantConfig()  # 68 x 192 x 16 = 209 k MACs passes min_macs, but a side of 16 does not pay
+    assert [pays(infos[n], cfg) for n in ("down", "up", "fc")] == [False, False, True]
+    assert all(pays(infos[n], QuantConfig(min_side=0)) for n in ("down", "up", "fc"))
+    with pytest.raises(ConfigError):
+        QuantConfig(min_side=-1).validate()
+
+
+def test_combination_order_is_accuracy_cost_per_speed():
+    from calibrate.quantize import Probe, _cost_per_gain
+
+    small = Probe("node:q", ("q",), True, 0.003, 0.0005, 0, 1.0, 0.0010)   # 2.5 M MACs
+    large = Probe("node:fc1", ("fc1",), True, 0.004, 0.0007, 0, 1.0, 0.0020)  # 10 M MACs
+    # fc1 costs twice the accuracy but brings four times the speed: q goes back to float first
+    assert _cost_per_gain(small, 2_500_000) > _cost_per_gain(large, 10_000_000)
+
+
+def test_cli_defaults_match_the_library():
+    from calibrate.calibration import DEFAULT_HOLDOUT
+    from calibrate.commands import calibrate as command
+
+    assert command.DEFAULT_HOLDOUT == DEFAULT_HOLDOUT
