@@ -62,7 +62,7 @@ CALIBRATION_FILE = "calibration.npz"
 HOLDOUT_FILE = "calibration_holdout.npz"
 FORMAT = "emofuse-calibration/1"
 DEFAULT_WINDOWS = 500
-DEFAULT_HOLDOUT = 600
+DEFAULT_HOLDOUT = 1400
 # Training uses seed 0 by default; calibration people must be other people.
 DEFAULT_SYNTH_SEED = 1001
 LABEL_ARRAYS = ("valence", "arousal", "valence_high", "arousal_high", "subject", "trial")

@@ -166,13 +166,13 @@ class GateReport:
         """A readable multi-line report."""
         lines = [f"INT8 vs FP32 on {self.n_windows} held-out windows "
                  f"(gate: agreement >= {self.threshold:.2%} on every head)"]
-        head_row = f"  {'head':<9} {'agree':>8} {'flips':>6} {'mean|dp|':>9} {'max|dp|':>8}"
+        head_row = f"  {'head':<9} {'agree':>8} {'flips':>6} {'E[flip]':>8} {'mean|dp|':>9} {'max|dp|':>8}"
         if self.labelled:
             head_row += f" {'acc fp32':>9} {'acc int8':>9} {'d acc':>7} {'F1 fp32':>8} {'F1 int8':>8} {'d F1':>7}"
         lines.append(head_row)
         for h in self.heads:
-            row = (f"  {h.head:<9} {h.agreement:>8.2%} {h.flips:>6d} {h.mean_abs_diff:>9.4f} "
-                   f"{h.max_abs_diff:>8.4f}")
+            row = (f"  {h.head:<9} {h.agreement:>8.2%} {h.flips:>6d} {h.expected_disagreement:>8.2%} "
+                   f"{h.mean_abs_diff:>9.4f} {h.max_abs_diff:>8.4f}")
             if self.labelled:
                 row += (f" {h.accuracy_fp32:>9.3f} {h.accuracy_int8:>9.3f} {h.accuracy_change:>+7.3f}"
                         f" {h.f1_fp32:>8.3f} {h.f1_int8:>8.3f} {h.f1_change:>+7.3f}")
@@ -180,7 +180,7 @@ class GateReport:
         for note in self.notes:
             lines.append(f"  note: {note}")
         lines.append(f"  gate {'PASSED' if self.passed else 'FAILED'} "
-                     f"(lowest agreement {self.min_agreement:.2%})")
+                     f"(lowest agreement {self.min_agreement:.2%}; E[flip]: the flip rate the drift predicts)")
         return "\n".join(lines) + "\n"
 
 

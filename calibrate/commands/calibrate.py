@@ -22,7 +22,7 @@ log = logging.getLogger("emofuse.calibrate")
 EXIT_GATE_FAILED = 1
 # calibrate.calibration.DEFAULT_HOLDOUT, written out so that the parser imports nothing heavy
 # (a test keeps the two equal).
-DEFAULT_HOLDOUT = 600
+DEFAULT_HOLDOUT = 1400
 
 
 def register(subparsers) -> None:
@@ -45,7 +45,7 @@ def register(subparsers) -> None:
     p.add_argument("--windows", type=int, default=500, help="calibration windows (default 500)")
     p.add_argument("--holdout", type=int, default=DEFAULT_HOLDOUT,
                    help=f"held-out windows, split into sweep and gate parts (default {DEFAULT_HOLDOUT}: about "
-                        "300 gate windows, so that 99 %% agreement allows a few flips instead of none)")
+                        "700 gate windows, enough to tell 99 %% agreement from 98.5 %%)")
     p.add_argument("--method", choices=("minmax", "entropy", "percentile"), default="minmax",
                    help="activation range calibration (default minmax)")
     p.add_argument("--percentile", type=float, default=99.999, help="for --method percentile")
