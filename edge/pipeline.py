@@ -118,6 +118,27 @@ def default_bundle_dir() -> Path:
     return DEFAULT_BUNDLE_DIR
 
 
+def recent_heart_rate(peaks: np.ndarray, n_samples: int, fs: float, span_s: float, fallback: float) -> float:
+    """Mean heart rate of the beats in the last ``span_s`` of a segment (the contact heart rate
+    the pipeline reports), or ``fallback`` when that span holds fewer than
+    ``_MIN_CONTACT_BEATS`` beats with valid intervals.
+
+    Args:
+        peaks: beat sample indices in the segment (ascending).
+        n_samples: segment length, samples.
+        fs: sampling rate, Hz.
+        span_s: how far back from the segment's end, s.
+        fallback: the value to return when the span is too short of beats.
+    """
+    from edge.signals.hrv import hrv
+
+    recent = peaks[peaks >= n_samples - int(round(span_s * fs))]
+    h = hrv(recent, fs)
+    if h.n_beats >= _MIN_CONTACT_BEATS and math.isfinite(h.mean_hr_bpm):
+        return float(h.mean_hr_bpm)
+    return float(fallback)
+
+
 def resolve_bundle(bundle: Any):
     """The :class:`edge.bundle.Bundle` a pipeline runs, from what a user passes.
 
@@ -230,8 +251,10 @@ class Pipeline:
             :class:`edge.tracker.FaceTracker`).
         min_pulse_quality: rPPG heart rates whose quality (:func:`edge.signals.hr.snr_quality`
             of the SNR) is below this are reported as unknown (0..1; 0.5 is an SNR of 0 dB).
-        contact_window_s: window of the reported contact heart rate, HRV and EDA, s (default
-            the manifest's ``window_s``).
+        contact_window_s: window of the reported contact HRV and EDA, s (default the manifest's
+            ``window_s``). The contact heart rate is the mean over the beats of the last
+            ``rppg.pulse_window_s`` of it (10 s), the span the rPPG heart rate covers, so the two
+            can be compared while the rate changes (the whole window's mean lags by ~30 s).
         contact_min_s: shortest uninterrupted stretch of contact signal a reported value
             needs, s.
         contact_tail_s: a contact stream whose last valid sample is older than this at a
@@ -314,6 +337,7 @@ class Pipeline:
                 except ConfigError as exc:
                     raise ConfigError(f"without a bundle the pipeline needs a preprocessing dict ({exc})") from None
             self.contact_window_s = float(contact_window_s) if contact_window_s else float(self.p["window_s"])
+            self._hr_span_s = min(float(self.p["rppg"]["pulse_window_s"]), self.contact_window_s)
             self._open_engines(backend, precision, int(intra_op_threads))
             self._warmup()
             # The instant live finite sources (sim://, files, recordings) start from.
@@ -1189,7 +1213,8 @@ class Pipeline:
                 peaks = ecg_peaks(seg, rate) if kind == "ecg" else ppg_peaks(seg, rate)
                 h = hrv(peaks, rate)
                 if h.n_beats >= _MIN_CONTACT_BEATS and math.isfinite(h.mean_hr_bpm):
-                    out["contact_hr_bpm"] = h.mean_hr_bpm
+                    out["contact_hr_bpm"] = recent_heart_rate(peaks, seg.size, rate, self._hr_span_s,
+                                                              h.mean_hr_bpm)
                     out["contact_sdnn_ms"] = h.sdnn_ms if math.isfinite(h.sdnn_ms) else None
                     out["contact_rmssd_ms"] = h.rmssd_ms if math.isfinite(h.rmssd_ms) else None
                 else:

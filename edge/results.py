@@ -105,7 +105,8 @@ class Result:
         hr_snr_db: the SNR behind ``hr_quality``, dB (de Haan & Jeanne 2013), or None.
         contact_present: at least one contact stream (ECG, PPG or EDA) delivers data.
         contact_hr_bpm: heart rate from the contact sensor (ECG R peaks if an ECG stream
-            exists, else PPG systolic peaks), beats/min, or None.
+            exists, else PPG systolic peaks), beats/min, over the last ``pulse_window_s`` (10 s,
+            the span of ``hr_bpm``), or None.
         contact_sdnn_ms, contact_rmssd_ms: time-domain HRV of the same beats, ms, or None.
         eda_tonic_us: tonic skin-conductance level over the contact window, uS, or None.
         eda_scr_count: skin-conductance responses with onset in the contact window, or None.

@@ -169,6 +169,33 @@ def test_contact_only_pipeline_follows_the_sensor_clock():
     assert ok and all(r.status == "ok" and abs(r.contact_hr_bpm - session.mean_hr_bpm(0, 15)) < 2 for r in ok)
 
 
+def test_contact_heart_rate_spans_the_pulse_window_and_follows_a_changing_rate():
+    """A rate climbing 60 -> 120 bpm over 40 s: the contact heart rate is the last 10 s's (the
+    span of the rPPG rate), not the mean of everything the 60 s contact window holds."""
+    from firmware_bridge.sensors import SimSensorSource
+
+    session = _session(duration_s=40.0, seed=3, hr_bpm=((0.0, 60.0), (40.0, 120.0)), hrv_sdnn_ms=10.0)
+    with Pipeline(None, [SimSensorSource(session, chunk_s=0.25)], None, preprocessing=P) as pipe:
+        results = {r.t_s: r for r in pipe.results()}
+    for t in (20.0, 30.0, 40.0):
+        recent, whole = session.mean_hr_bpm(t - 10.0, t), session.mean_hr_bpm(0.0, t)
+        assert abs(results[t].contact_hr_bpm - recent) < 3.0, (t, results[t].contact_hr_bpm, recent, whole)
+        assert abs(results[t].contact_hr_bpm - whole) > 5.0  # the whole window's mean lags 7.5-22.5 bpm behind
+
+
+def test_recent_heart_rate_falls_back_when_the_span_is_short_of_beats():
+    from edge.pipeline import recent_heart_rate
+
+    fs = 100.0
+    slow = np.arange(0, 5000, 100)  # 60 bpm for 50 s
+    fast = 5000 + np.arange(0, 1000, 50)  # then 120 bpm for 10 s
+    peaks = np.concatenate([slow, fast])
+    assert recent_heart_rate(peaks, 6000, fs, 10.0, fallback=-1.0) == pytest.approx(120.0, abs=0.5)
+    # three beats in the last 10 s are too few: the caller's whole-window value is kept
+    sparse = np.concatenate([slow, [5200, 5600, 5900]])
+    assert recent_heart_rate(sparse, 6000, fs, 10.0, fallback=71.0) == 71.0
+
+
 def test_model_inputs_missing_without_a_face(bundle):
     session = _session(duration_s=12.0, seed=1)
     blank = np.full((240, 320, 3), 90, np.uint8)
