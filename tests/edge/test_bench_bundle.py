@@ -143,3 +143,12 @@ def test_cli_unknown_target_is_one_line_error(tmp_path, capsys):
     code = cli_main(["bench", str(tmp_path / "nope")])
     err = capsys.readouterr().err
     assert code == 2 and "signals" in err and len(err.strip().splitlines()) == 1
+
+
+def test_cli_bench_default_is_the_packaged_bundle_with_its_int8_graph(capsys):
+    from edge.pipeline import DEFAULT_BUNDLE_DIR
+
+    code = cli_main(["bench", "default", "--runs", "5", "--warmup", "1", "--batch", "1", "--all-cores"])
+    out = capsys.readouterr().out
+    assert code == 0 and f"bundle: {DEFAULT_BUNDLE_DIR}" in out
+    assert out.count("onnxruntime  fp32") == 1 and out.count("onnxruntime  int8") == 1
