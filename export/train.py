@@ -358,7 +358,7 @@ class EncoderCache:
         """Encoder pretrained on the clips of ``subjects`` only (frozen, eval mode)."""
         subj = sorted(int(s) for s in np.unique(subjects))
         ident = [self.fingerprint, subj, self.steps, self.seed]
-        if self.encoder_config.get("size", 32) != 32 or self.encoder_config.get("dim", 64) != 64:
+        if json.dumps(self.encoder_config, sort_keys=True) != json.dumps(encoder_preset("tiny"), sort_keys=True):
             ident.append(self.encoder_config)  # (keys of tiny encoders cached before presets existed stay valid)
         key = hashlib.sha256(json.dumps(ident, default=list).encode()).hexdigest()[:16]
         if key in self.memory:

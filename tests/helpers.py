@@ -1,8 +1,11 @@
 """Test helpers importable from any test module (pytest puts tests/ on sys.path)."""
 from __future__ import annotations
 
+import argparse
+import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -17,6 +20,20 @@ def shared_path(relative: str) -> Path:
     if not path.exists():
         pytest.skip(f"{relative} is missing from {SHARED_DATA}")
     return path
+
+
+def parse_command(module, argv):
+    """The namespace one emofuse command module's parser (``module.register``) makes of
+    ``argv`` (``argv[0]`` is the command's name)."""
+    parser = argparse.ArgumentParser(prog="emofuse")
+    module.register(parser.add_subparsers(dest="command"))
+    return parser.parse_args(argv)
+
+
+def run_command(module, argv) -> int:
+    """Run one emofuse command module on ``argv`` as the CLI would; returns its exit code."""
+    args = parse_command(module, argv)
+    return args.func(args)
 
 
 def face_only_bundle(tmp_path_factory):
@@ -52,3 +69,39 @@ def face_only_bundle(tmp_path_factory):
     finally:
         torch.set_num_threads(threads)
     return root / "bundle"
+
+
+def tfr_only_bundle(root: Path, preprocessing: dict, *, weights=None, version: str = "test") -> Path:
+    """A torch-free bundle: a real, tiny ONNX graph (``tfr`` -> flatten -> MatMul -> two
+    Softmaxes, untrained) with a manifest carrying ``preprocessing``. ``weights``: the MatMul's
+    2048 values (default zeros). Returns ``root``."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from edge.bundle import sha256_file
+
+    root.mkdir()
+    w_values = np.zeros(2048, np.float32) if weights is None else np.asarray(weights, np.float32)
+    x = helper.make_tensor_value_info("tfr", TensorProto.FLOAT, ["batch", 1, 32, 32])
+    outs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["batch", 2]) for n in ("valence_prob", "arousal_prob")]
+    w = helper.make_tensor("w", TensorProto.FLOAT, [1024, 2], w_values.tolist())
+    shape = helper.make_tensor("shape", TensorProto.INT64, [2], [-1, 1024])
+    nodes = [helper.make_node("Reshape", ["tfr", "shape"], ["flat"]), helper.make_node("MatMul", ["flat", "w"], ["z"]),
+             helper.make_node("Softmax", ["z"], ["valence_prob"], axis=1),
+             helper.make_node("Softmax", ["z"], ["arousal_prob"], axis=1)]
+    model = helper.make_model(helper.make_graph(nodes, "tiny", [x], outs, initializer=[w, shape]),
+                              opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8  # what opset 17 needs; every ONNX Runtime reads it
+    onnx.save(model, root / "model.onnx")
+    manifest = {
+        "schema_version": 1, "model": {"name": "rppg", "version": version},
+        "inputs": [{"name": "tfr", "shape": ["batch", 1, 32, 32], "dtype": "float32", "meaning": "TFR"}],
+        "outputs": [{"name": n, "shape": ["batch", 2], "dtype": "float32", "meaning": "p"}
+                    for n in ("valence_prob", "arousal_prob")],
+        "preprocessing": preprocessing, "labels": {"valence": ["low", "high"], "arousal": ["low", "high"]},
+        "training": {}, "export": {"opset": 17},
+        "files": {"model.onnx": {"sha256": sha256_file(root / "model.onnx"), "role": "model"}},
+        "parity": {"max_abs_diff": 0.0, "n_windows": 1, "passed": True},
+    }
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    return root

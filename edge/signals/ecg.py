@@ -39,7 +39,7 @@ from functools import lru_cache
 import numpy as np
 from numba import njit
 
-from edge.signals.filters import _sosfiltfilt_1d
+from edge.signals.filters import _sosfiltfilt_1d, check_rate
 from firmware_bridge.errors import BadInputError
 
 __all__ = ["ecg_peaks"]
@@ -382,12 +382,7 @@ def _validate(ecg, fs, what: str) -> tuple[np.ndarray, float]:
         raise BadInputError(f"{what} must be 1-D, got shape {x.shape}")
     if not np.all(np.isfinite(x)):
         raise BadInputError(f"{what} holds NaN or infinite samples; interpolate or cut them first")
-    try:
-        fs = float(fs)
-    except (TypeError, ValueError):
-        raise BadInputError(f"fs must be a number in Hz, got {fs!r}") from None
-    if not np.isfinite(fs) or fs <= 0:
-        raise BadInputError(f"fs must be a positive finite rate in Hz, got {fs}")
+    fs = check_rate(fs)
     return x, fs
 
 

@@ -175,6 +175,17 @@ def _sosfilt_rows(sos, y2d, zi3d):
         _sosfilt_inplace(sos, y2d[r], zi3d[r])
 
 
+def check_rate(fs) -> float:
+    """``fs`` as a float, or BadInputError unless it is a positive finite rate in Hz."""
+    try:
+        fs = float(fs)
+    except (TypeError, ValueError):
+        raise BadInputError(f"fs must be a number in Hz, got {fs!r}") from None
+    if not np.isfinite(fs) or fs <= 0:
+        raise BadInputError(f"fs must be a positive finite rate in Hz, got {fs}")
+    return fs
+
+
 def _as_signal(x, name: str = "x") -> np.ndarray:
     """float64 C-contiguous copy of a real, finite, at least 1-D signal, or BadInputError."""
     try:

@@ -22,6 +22,7 @@ from typing import NamedTuple
 import numpy as np
 from numba import njit
 
+from edge.signals.filters import check_rate
 from firmware_bridge.errors import BadInputError
 
 __all__ = ["HRV", "hrv", "nn_mask"]
@@ -79,12 +80,7 @@ def _validate_peaks(peaks, fs) -> tuple[np.ndarray, float]:
     p = p.astype(np.int64)
     if p.size and (p[0] < 0 or np.any(np.diff(p) <= 0)):
         raise BadInputError("peaks must be non-negative and strictly increasing")
-    try:
-        fs = float(fs)
-    except (TypeError, ValueError):
-        raise BadInputError(f"fs must be a number in Hz, got {fs!r}") from None
-    if not np.isfinite(fs) or fs <= 0:
-        raise BadInputError(f"fs must be a positive finite rate in Hz, got {fs}")
+    fs = check_rate(fs)
     return p, fs
 
 

@@ -9,7 +9,6 @@ checks the whole path on a real bundle, CLI included.
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import sys
@@ -30,6 +29,7 @@ from calibrate.quantize import (  # noqa: E402
 )
 from edge.bundle import load_bundle, sha256_file  # noqa: E402
 from firmware_bridge.errors import BadInputError, ConfigError, MissingDependencyError  # noqa: E402
+from helpers import run_command  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore:You are using the legacy TorchScript:DeprecationWarning",
                                         "ignore:The feature will be removed:DeprecationWarning")
@@ -331,10 +331,7 @@ def trained(tmp_path_factory):
 def _cli(argv):
     from calibrate.commands import calibrate as command
 
-    parser = argparse.ArgumentParser(prog="emofuse")
-    command.register(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(argv)
-    return args.func(args)
+    return run_command(command, argv)
 
 
 def test_trained_bundle_calibrates_with_the_cli(trained, capsys):

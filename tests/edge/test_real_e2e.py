@@ -14,7 +14,7 @@ import json
 import numpy as np
 import pytest
 
-from helpers import shared_path
+from helpers import shared_path, tfr_only_bundle
 
 pytestmark = pytest.mark.realdata
 
@@ -38,7 +38,7 @@ def test_replay_of_the_physrecorder_clip_matches_the_finger_bvp(monkeypatch, cap
     stamps = np.loadtxt(shared_path("rppg/physrecorder-v01/frames_timestamp.csv"), delimiter=",", skiprows=1)
     # A bundle only feeds the preprocessing here; the heart rate needs no model.
     bundle = tmp_path / "bundle"
-    _prep_only_bundle(bundle)
+    tfr_only_bundle(bundle, P, version="prep-only")
     assert emofuse("replay", clip, "--bundle", bundle, monkeypatch=monkeypatch) == 0
     results = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [r["t_s"] for r in results] == [float(k) for k in range(1, len(results) + 1)] and len(results) >= 19
@@ -57,38 +57,6 @@ def test_replay_of_the_physrecorder_clip_matches_the_finger_bvp(monkeypatch, cap
     # The BVP stream of the folder also comes out as the contact heart rate.
     contact = [r["contact_hr_bpm"] for r in results if r["contact_hr_bpm"] is not None]
     assert contact and abs(np.median(contact) - hr_bvp) < 2.0
-
-
-def _prep_only_bundle(root):
-    """A real, tiny ONNX graph (untrained) with a manifest carrying the project's preprocessing."""
-    import onnx
-    from onnx import TensorProto, helper
-
-    from edge.bundle import sha256_file
-
-    root.mkdir()
-    x = helper.make_tensor_value_info("tfr", TensorProto.FLOAT, ["batch", 1, 32, 32])
-    outs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["batch", 2]) for n in ("valence_prob", "arousal_prob")]
-    w = helper.make_tensor("w", TensorProto.FLOAT, [1024, 2], np.zeros(2048, np.float32).tolist())
-    shape = helper.make_tensor("shape", TensorProto.INT64, [2], [-1, 1024])
-    nodes = [helper.make_node("Reshape", ["tfr", "shape"], ["flat"]), helper.make_node("MatMul", ["flat", "w"], ["z"]),
-             helper.make_node("Softmax", ["z"], ["valence_prob"], axis=1),
-             helper.make_node("Softmax", ["z"], ["arousal_prob"], axis=1)]
-    model = helper.make_model(helper.make_graph(nodes, "g", [x], outs, initializer=[w, shape]),
-                              opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.save(model, root / "model.onnx")
-    manifest = {
-        "schema_version": 1, "model": {"name": "rppg", "version": "prep-only"},
-        "inputs": [{"name": "tfr", "shape": ["batch", 1, 32, 32], "dtype": "float32", "meaning": "TFR"}],
-        "outputs": [{"name": n, "shape": ["batch", 2], "dtype": "float32", "meaning": "p"}
-                    for n in ("valence_prob", "arousal_prob")],
-        "preprocessing": P, "labels": {"valence": ["low", "high"], "arousal": ["low", "high"]},
-        "training": {}, "export": {"opset": 17},
-        "files": {"model.onnx": {"sha256": sha256_file(root / "model.onnx"), "role": "model"}},
-        "parity": {"max_abs_diff": 0.0, "n_windows": 1, "passed": True},
-    }
-    (root / "manifest.json").write_text(json.dumps(manifest))
 
 
 def test_neurokit_file_through_the_serial_board_gives_the_offline_heart_rate(tmp_path):

@@ -24,6 +24,7 @@ from edge.pipeline import Pipeline
 from edge.results import Reason
 from firmware_bridge.errors import BadInputError, ConfigError
 from firmware_bridge.types import Frame
+from helpers import tfr_only_bundle
 
 P = pytest.importorskip("export.data.preprocess").PREPROCESSING
 
@@ -159,41 +160,8 @@ def test_face_leaving_the_frame_and_returning():
 # -- bad bundles fail before anything starts ---------------------------------------------------------------
 
 
-def _fake_bundle(root):
-    """A torch-free bundle: a real ONNX graph (tiny, untrained) with its manifest."""
-    import onnx
-    from onnx import TensorProto, helper
-
-    from edge.bundle import sha256_file
-
-    root.mkdir()
-    x = helper.make_tensor_value_info("tfr", TensorProto.FLOAT, ["batch", 1, 32, 32])
-    outs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["batch", 2]) for n in ("valence_prob", "arousal_prob")]
-    w = helper.make_tensor("w", TensorProto.FLOAT, [1024, 2], np.linspace(-1, 1, 2048).astype(np.float32).tolist())
-    shape = helper.make_tensor("shape", TensorProto.INT64, [2], [-1, 1024])
-    nodes = [helper.make_node("Reshape", ["tfr", "shape"], ["flat"]), helper.make_node("MatMul", ["flat", "w"], ["z"]),
-             helper.make_node("Softmax", ["z"], ["valence_prob"], axis=1),
-             helper.make_node("Softmax", ["z"], ["arousal_prob"], axis=1)]
-    graph = helper.make_graph(nodes, "tiny", [x], outs, initializer=[w, shape])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8  # what opset 17 needs; every ONNX Runtime reads it
-    onnx.save(model, root / "model.onnx")
-    manifest = {
-        "schema_version": 1, "model": {"name": "rppg", "version": "test"},
-        "inputs": [{"name": "tfr", "shape": ["batch", 1, 32, 32], "dtype": "float32", "meaning": "TFR"}],
-        "outputs": [{"name": n, "shape": ["batch", 2], "dtype": "float32", "meaning": "p"}
-                    for n in ("valence_prob", "arousal_prob")],
-        "preprocessing": P, "labels": {"valence": ["low", "high"], "arousal": ["low", "high"]},
-        "training": {}, "export": {"opset": 17},
-        "files": {"model.onnx": {"sha256": sha256_file(root / "model.onnx"), "role": "model"}},
-        "parity": {"max_abs_diff": 0.0, "n_windows": 1, "passed": True},
-    }
-    (root / "manifest.json").write_text(json.dumps(manifest))
-    return root
-
-
 def test_corrupt_bundle_or_wrong_manifest_version_fails_before_start(tmp_path):
-    good = _fake_bundle(tmp_path / "good")
+    good = tfr_only_bundle(tmp_path / "good", P, weights=np.linspace(-1, 1, 2048))
     s = _session(2.0)
     camera = Frames([s.frame(0)] * 3, s.frame_times_s[:3])
     with Pipeline(camera, [], good) as pipe:  # the fake graph runs: the bundle itself is fine

@@ -2,7 +2,6 @@
 whose manifest configures the device for them; windows of the wrong crop side are refused."""
 from __future__ import annotations
 
-import argparse
 import json
 
 import numpy as np
@@ -20,6 +19,7 @@ from export.train import (  # noqa: E402
     TrainConfig, _model_config, cross_validate, load_dataset, preprocessing_for, train_final,
 )
 from firmware_bridge.errors import BadInputError, ConfigError  # noqa: E402
+from helpers import run_command  # noqa: E402
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -35,12 +35,7 @@ def cache(tmp_path_factory):
     return tmp_path_factory.mktemp("synth-cache")
 
 
-def _cli(module, argv):
-    parser = argparse.ArgumentParser(prog="emofuse")
-    sub = parser.add_subparsers(dest="command")
-    module.register(sub)
-    args = parser.parse_args(argv)
-    return args.func(args)
+_cli = run_command
 
 
 def test_cli_choices_are_the_presets():

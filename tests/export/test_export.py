@@ -3,7 +3,6 @@ bundle that edge.bundle loads, whose graphs match torch within 1e-4 on real wind
 tampered graph fails parity and leaves nothing behind."""
 from __future__ import annotations
 
-import argparse
 import json
 
 import numpy as np
@@ -28,6 +27,7 @@ from export.onnx_export import (  # noqa: E402
     torch_probabilities,
 )
 from firmware_bridge.errors import BadInputError, ConfigError  # noqa: E402
+from helpers import parse_command  # noqa: E402
 
 N_PARITY = 4
 ALL_MODELS = ("promptfusion", "promptfusion_noinv", "mvp", "face", "rppg", "contact")
@@ -259,9 +259,7 @@ def test_unreadable_checkpoint(tmp_path):
 
 
 def _parse(*argv):
-    parser = argparse.ArgumentParser(prog="emofuse")
-    export_cmd.register(parser.add_subparsers(dest="command"))
-    return parser.parse_args(["export", *argv])
+    return parse_command(export_cmd, ["export", *argv])
 
 
 def test_cli_writes_a_bundle_and_reports(checkpoints, tiny, tmp_path, capsys):

@@ -1,7 +1,6 @@
 """Training: metrics, splits without leakage, seeded reproducibility, the train CLI end to end."""
 from __future__ import annotations
 
-import argparse
 import json
 
 import numpy as np
@@ -15,6 +14,7 @@ from export.train import (  # noqa: E402
     validation_split, window_inputs,
 )
 from firmware_bridge.errors import BadInputError, ConfigError  # noqa: E402
+from helpers import run_command  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -93,11 +93,7 @@ def test_fit_is_seeded_and_learns_the_training_windows(tiny):
 def _cli(argv):
     from export.commands import train as train_cmd
 
-    parser = argparse.ArgumentParser(prog="emofuse")
-    sub = parser.add_subparsers(dest="command")
-    train_cmd.register(sub)
-    args = parser.parse_args(argv)
-    return args.func(args)
+    return run_command(train_cmd, argv)
 
 
 @pytest.mark.parametrize("model", ["promptfusion", "mvp"])
