@@ -3,7 +3,7 @@
 Shared by ``emofuse hr`` and the real-recording tests, so both measure the same pipeline:
 Haar face box (:class:`edge.face.HaarFaceDetector`) every few frames, held and eased between
 detections; skin-pixel mean colour of the forehead and cheeks (:func:`edge.signals.roi.face_rgb`);
-a uniform resampling; an rPPG method (:func:`edge.signals.rppg.rppg`, POS by default, Wang et
+a uniform resampling; an rPPG method (:func:`edge.signals.rppg.rppg_extract`, POS by default, Wang et
 al. 2017) and its cleaning; and the windowed spectral heart rate (:func:`edge.signals.hr.hr_track`).
 """
 from __future__ import annotations
@@ -242,7 +242,7 @@ def estimate_hr(
     Method: POS (Wang et al. 2017, IEEE TBME 64(7)) or the chosen method; heart rate by
     :func:`edge.signals.hr.hr_track`.
     """
-    from edge.signals.rppg import METHODS, rppg, rppg_clean
+    from edge.signals.rppg import METHODS, rppg_clean, rppg_extract
 
     if method not in METHODS:
         raise ConfigError(f"unknown rPPG method {method!r}; choose from {sorted(METHODS)}")
@@ -253,6 +253,6 @@ def estimate_hr(
         raise BadInputError(
             f"{trace.source} lasts {duration:.1f} s, shorter than the {window_s} s window"
         )
-    pulse = rppg_clean(rppg(rgb, fs, method=method), fs, lo=lo, hi=hi)
+    pulse = rppg_clean(rppg_extract(rgb, fs, method=method), fs, lo=lo, hi=hi)
     track = hr_track(pulse, fs, window_s=window_s, hop_s=hop_s, lo=lo, hi=hi)
     return HrEstimate(t_s=t_s, fs=fs, rgb=rgb, pulse=pulse, track=track, method=method)

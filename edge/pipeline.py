@@ -130,10 +130,10 @@ def recent_heart_rate(peaks: np.ndarray, n_samples: int, fs: float, span_s: floa
         span_s: how far back from the segment's end, s.
         fallback: the value to return when the span is too short of beats.
     """
-    from edge.signals.hrv import hrv
+    from edge.signals.hrv import hrv_time
 
     recent = peaks[peaks >= n_samples - int(round(span_s * fs))]
-    h = hrv(recent, fs)
+    h = hrv_time(recent, fs)
     if h.n_beats >= _MIN_CONTACT_BEATS and math.isfinite(h.mean_hr_bpm):
         return float(h.mean_hr_bpm)
     return float(fallback)
@@ -484,17 +484,15 @@ class Pipeline:
     def _warmup(self) -> None:
         """Compile (or load from Numba's cache) every kernel and run the engines once, so the
         first window does not wait for a compiler."""
-        import importlib
-
         from edge.preprocess import contact_inputs, face_inputs, face_plan
+        from edge.signals import roi, rppg, tfr
         from edge.signals.ecg import ecg_peaks
         from edge.signals.eda import eda_decompose, eda_scr
-        from edge.signals.hrv import hrv
+        from edge.signals.hrv import hrv_time
         from edge.signals.ppg import ppg_peaks
 
-        # By module path: edge.signals re-exports functions named like their modules.
-        for name in ("roi", "rppg", "tfr"):
-            importlib.import_module(f"edge.signals.{name}").warmup()
+        for kernels in (roi, rppg, tfr):
+            kernels.warmup()
         p = self.p
         fps = float(p["fps"])
         n = int(round(float(p["rppg"]["pulse_window_s"]) * fps)) + 2
@@ -515,7 +513,7 @@ class Pipeline:
             ppg_peaks(v, max(rate, 20.0))
             eda_scr(v, rate)
             eda_decompose(v, rate)
-        hrv(np.arange(0, 600, 25), 25.0)
+        hrv_time(np.arange(0, 600, 25), 25.0)
         if self._engine is not None:
             self._engine.warmup(2)
         if self._encoder is not None:
@@ -1192,7 +1190,7 @@ class Pipeline:
     def _physio(self, t_end_ns: int) -> tuple[dict, set]:
         from edge.signals.ecg import ecg_peaks
         from edge.signals.eda import eda_decompose, eda_scr
-        from edge.signals.hrv import hrv
+        from edge.signals.hrv import hrv_time
         from edge.signals.ppg import ppg_peaks
 
         out: dict[str, Any] = {"contact_present": False, "contact_hr_bpm": None, "contact_sdnn_ms": None,
@@ -1211,7 +1209,7 @@ class Pipeline:
             if seg is not None:
                 out["contact_present"] = True
                 peaks = ecg_peaks(seg, rate) if kind == "ecg" else ppg_peaks(seg, rate)
-                h = hrv(peaks, rate)
+                h = hrv_time(peaks, rate)
                 if h.n_beats >= _MIN_CONTACT_BEATS and math.isfinite(h.mean_hr_bpm):
                     out["contact_hr_bpm"] = recent_heart_rate(peaks, seg.size, rate, self._hr_span_s,
                                                               h.mean_hr_bpm)

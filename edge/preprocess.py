@@ -15,12 +15,12 @@ The steps (shapes for the default settings):
   the frames of the last 10 s (the pulse window). Crops are :func:`edge.face.crop_face`; each
   pulse frame contributes :func:`edge.signals.roi.face_rgb` (forehead + cheek skin means),
   put on the ``fps`` grid by :func:`firmware_bridge.resample.resample_to_grid`, then
-  :func:`edge.signals.rppg.rppg` (POS, Wang et al. 2017), :func:`edge.signals.rppg.rppg_clean`
-  and :func:`edge.signals.tfr.tfr` (STFT image, Allen 1977);
+  :func:`edge.signals.rppg.rppg_extract` (POS, Wang et al. 2017), :func:`edge.signals.rppg.rppg_clean`
+  and :func:`edge.signals.tfr.tfr_compute` (STFT image, Allen 1977);
 - contact (:func:`resample_contact`, :func:`contact_inputs`): PPG and EDA on the 32 Hz grid of
   the 60 s window, z-scored over their valid samples (invalid samples 0), plus the two level
   summaries z-scoring removes: mean heart rate (:func:`edge.signals.ppg.ppg_peaks` +
-  :func:`edge.signals.hrv.hrv` on that same 32 Hz PPG, Elgendi et al. 2013; ECG R peaks when
+  :func:`edge.signals.hrv.hrv_time` on that same 32 Hz PPG, Elgendi et al. 2013; ECG R peaks when
   there is no PPG) / 100, and the tonic EDA mean (:func:`edge.signals.eda.eda_decompose`) / 10;
 - tensors (:func:`model_feeds`): the contract's float32 batch arrays by ONNX input name.
 
@@ -263,7 +263,7 @@ def pulse_from_rgb(frame_t_s, rgb, t_grid0_s: float, p: Mapping) -> PulseWindow:
     IEEE TBME 64(7)) or the manifest's method, smoothness-priors detrending (Tarvainen et
     al. 2002) and a zero-phase Butterworth band-pass (``rppg_clean``).
     """
-    from edge.signals.rppg import rppg, rppg_clean
+    from edge.signals.rppg import rppg_clean, rppg_extract
     from firmware_bridge.resample import resample_to_grid
 
     check_preprocessing(p)
@@ -280,7 +280,7 @@ def pulse_from_rgb(frame_t_s, rgb, t_grid0_s: float, p: Mapping) -> PulseWindow:
     fraction = float(valid.mean()) if valid.size else 0.0
     if fraction < _MIN_PULSE_FRACTION:
         return PulseWindow(None, False, fraction)
-    pulse = rppg(grid, fps, pr["method"], pr["method_window_s"])
+    pulse = rppg_extract(grid, fps, pr["method"], pr["method_window_s"])
     pulse = rppg_clean(pulse, fps, **pr["clean"])
     if np.isfinite(pulse).mean() < _MIN_PULSE_FRACTION:
         return PulseWindow(None, False, fraction)
@@ -300,14 +300,14 @@ def tfr_image(pulse, p: Mapping) -> np.ndarray:
         float32 (F, T) image (default (32, 32) z-scored log power over 0.7-3.5 Hz).
 
     Raises:
-        BadInputError, ConfigError: as :func:`edge.signals.tfr.tfr`.
+        BadInputError, ConfigError: as :func:`edge.signals.tfr.tfr_compute`.
 
     Method: STFT spectrogram (Allen 1977) or Morlet scalogram, per the manifest.
     """
-    from edge.signals.tfr import tfr
+    from edge.signals.tfr import tfr_compute
 
     check_preprocessing(p)
-    return tfr(np.asarray(pulse, dtype=np.float64), float(p["fps"]), **p["tfr"]).astype(np.float32)
+    return tfr_compute(np.asarray(pulse, dtype=np.float64), float(p["fps"]), **p["tfr"]).astype(np.float32)
 
 
 @dataclass(frozen=True, eq=False)
@@ -431,12 +431,12 @@ def ecg_level_hr(t_s, values, t0_s: float, t_end_s: float, min_beats: int) -> fl
         min_beats: fewer beats give NaN.
 
     Returns:
-        Mean HR in bpm (:func:`edge.signals.hrv.hrv` ``mean_hr_bpm``), or NaN.
+        Mean HR in bpm (:func:`edge.signals.hrv.hrv_time` ``mean_hr_bpm``), or NaN.
 
     Method: Pan & Tompkins 1985 R peaks (:func:`edge.signals.ecg.ecg_peaks`); Task Force 1996.
     """
     from edge.signals.ecg import ecg_peaks
-    from edge.signals.hrv import hrv
+    from edge.signals.hrv import hrv_time
 
     t = np.asarray(t_s, dtype=np.float64)
     v = np.asarray(values, dtype=np.float64)
@@ -444,7 +444,7 @@ def ecg_level_hr(t_s, values, t0_s: float, t_end_s: float, min_beats: int) -> fl
     if inside.sum() < 2:
         return math.nan
     fs = 1.0 / float(np.median(np.diff(t[inside])))
-    h = hrv(ecg_peaks(v[inside], fs), fs)
+    h = hrv_time(ecg_peaks(v[inside], fs), fs)
     return h.mean_hr_bpm if h.n_beats >= int(min_beats) else math.nan
 
 
@@ -493,7 +493,7 @@ def contact_inputs(grids: Mapping[str, tuple[np.ndarray, np.ndarray] | None], p:
     after the Task Force 1996; EDA tonic/phasic decomposition (:func:`edge.signals.eda.eda_decompose`).
     """
     from edge.signals.eda import eda_decompose
-    from edge.signals.hrv import hrv
+    from edge.signals.hrv import hrv_time
     from edge.signals.ppg import ppg_peaks
 
     check_preprocessing(p)
@@ -526,7 +526,7 @@ def contact_inputs(grids: Mapping[str, tuple[np.ndarray, np.ndarray] | None], p:
         # Gaps held at the mean are flat: no peak there, and an interval across the gap is
         # rejected by hrv's NN rule.
         filled = np.where(valid, y, y[valid].mean())
-        h = hrv(ppg_peaks(filled, rate), rate)
+        h = hrv_time(ppg_peaks(filled, rate), rate)
         if h.n_beats >= int(pl["min_beats"]):
             hr_bpm = h.mean_hr_bpm
     elif math.isfinite(ecg_hr_bpm):

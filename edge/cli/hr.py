@@ -135,7 +135,7 @@ def plot_estimate(est, path, window_s: float, title: str = "") -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from edge.signals.tfr import tfr, tfr_params
+    from edge.signals.tfr import tfr_compute, tfr_params
 
     t = est.t_s - est.t_s[0]
     fig = Figure(figsize=(10, 8), constrained_layout=True)
@@ -146,7 +146,7 @@ def plot_estimate(est, path, window_s: float, title: str = "") -> None:
     ax_p.set_title(title)
     params = tfr_params("stft", shape=(64, 256), norm="none")
     if est.pulse.size >= round(params["nperseg_s"] * est.fs):
-        image = tfr(est.pulse, est.fs, **params)
+        image = tfr_compute(est.pulse, est.fs, **params)
         half = params["nperseg_s"] / 2.0
         # Show the top 30 dB: the 100 dB floor of the raw image is all noise.
         ax_t.imshow(

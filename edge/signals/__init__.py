@@ -5,34 +5,47 @@ the same inputs everywhere.
 
 Public API (module in brackets):
     roi_mean_rgb, roi_stats, face_rois, face_rgb, face_stats   [roi]
-    rppg, rppg_clean, RppgStream, METHODS                        [rppg]
-    detrend                                                      [detrend]
+    rppg_extract, rppg_clean, RppgStream, METHODS                [rppg]
+    signal_detrend                                               [detrend]
     bandpass, butter_sos, BandpassStream                         [filters]
     heart_rate, hr_track, HeartRate, HrTrack                     [hr]
-    tfr, tfr_params, tfr_frequencies                             [tfr]
-    ecg_peaks [ecg], ppg_peaks [ppg], hrv, HRV [hrv], eda_decompose, eda_scr, SCR [eda]
+    tfr_compute, tfr_params, tfr_frequencies                     [tfr]
+    ecg_peaks [ecg], ppg_peaks [ppg], hrv_time, HRV [hrv], eda_decompose, eda_scr, SCR [eda]
+
+Names are loaded on first use (PEP 562), so ``import edge.signals`` loads no kernel module.
+Functions are named ``modality_verb`` and no public name is also a module name, so
+``edge.signals.tfr`` is always the module and ``edge.signals.tfr_compute`` always the function,
+whichever was imported first.
 """
 
 from __future__ import annotations
 
-# Imported eagerly on purpose: three public functions share their module's name (rppg, tfr,
-# detrend). With lazy loading, whichever submodule import ran first would decide whether
-# ``edge.signals.tfr`` is the function or the module. Importing compiles nothing: each kernel
-# compiles, or loads its Numba cache, on its first call.
-from edge.signals.detrend import detrend
-from edge.signals.ecg import ecg_peaks
-from edge.signals.eda import SCR, eda_decompose, eda_scr
-from edge.signals.filters import BandpassStream, bandpass, butter_sos
-from edge.signals.hr import HeartRate, HrTrack, heart_rate, hr_track
-from edge.signals.hrv import HRV, hrv
-from edge.signals.ppg import ppg_peaks
-from edge.signals.roi import face_rgb, face_rois, face_stats, roi_mean_rgb, roi_stats
-from edge.signals.rppg import METHODS, RppgStream, rppg, rppg_clean
-from edge.signals.tfr import tfr, tfr_frequencies, tfr_params
+import importlib
 
-__all__ = [
-    "HRV", "METHODS", "SCR", "BandpassStream", "HeartRate", "HrTrack", "RppgStream",
-    "bandpass", "butter_sos", "detrend", "ecg_peaks", "eda_decompose", "eda_scr", "face_rgb",
-    "face_rois", "face_stats", "heart_rate", "hr_track", "hrv", "ppg_peaks", "roi_mean_rgb",
-    "roi_stats", "rppg", "rppg_clean", "tfr", "tfr_frequencies", "tfr_params",
-]
+#: Public name -> the submodule that defines it.
+_EXPORTS = {
+    "roi_mean_rgb": "roi", "roi_stats": "roi", "face_rois": "roi", "face_rgb": "roi",
+    "face_stats": "roi",
+    "rppg_extract": "rppg", "rppg_clean": "rppg", "RppgStream": "rppg", "METHODS": "rppg",
+    "signal_detrend": "detrend",
+    "bandpass": "filters", "butter_sos": "filters", "BandpassStream": "filters",
+    "heart_rate": "hr", "hr_track": "hr", "HeartRate": "hr", "HrTrack": "hr",
+    "tfr_compute": "tfr", "tfr_params": "tfr", "tfr_frequencies": "tfr",
+    "ecg_peaks": "ecg", "ppg_peaks": "ppg", "hrv_time": "hrv", "HRV": "hrv",
+    "eda_decompose": "eda", "eda_scr": "eda", "SCR": "eda",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'edge.signals' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"edge.signals.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

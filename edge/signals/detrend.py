@@ -67,7 +67,7 @@ def _detrend_core(z, lam2, out):
         out[i] = z[i] - s[i]
 
 
-def detrend(x, lam: float = 100.0) -> np.ndarray:
+def signal_detrend(x, lam: float = 100.0) -> np.ndarray:
     """Remove the slow trend of a signal by smoothness priors (Tarvainen et al. 2002).
 
     Args:

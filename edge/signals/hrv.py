@@ -25,7 +25,7 @@ from numba import njit
 from edge.signals.filters import check_rate
 from firmware_bridge.errors import BadInputError
 
-__all__ = ["HRV", "hrv", "nn_mask"]
+__all__ = ["HRV", "hrv_time", "nn_mask"]
 
 RR_MIN_S = 0.27
 RR_MAX_S = 2.0
@@ -103,7 +103,7 @@ def nn_mask(peaks: np.ndarray, fs: float) -> np.ndarray:
     return _nn_mask_core(np.diff(p) / fs)
 
 
-def hrv(peaks: np.ndarray, fs: float) -> HRV:
+def hrv_time(peaks: np.ndarray, fs: float) -> HRV:
     """Mean heart rate, SDNN and RMSSD from beat positions (Task Force 1996).
 
     Args:

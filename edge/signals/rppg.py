@@ -4,7 +4,7 @@ Input is an (N, 3) trace of skin-pixel means in R, G, B order (see ``edge.signal
 Every method here works on sliding windows of ``window_s`` seconds that advance by one frame,
 as in POS (Wang et al. 2017): each window is turned into a pulse segment and the segments are
 overlap-added. Because a window only sees its own frames, :class:`RppgStream` reproduces
-:func:`rppg` exactly, block by block, with O(window) memory.
+:func:`rppg_extract` exactly, block by block, with O(window) memory.
 
 Methods (registry :data:`METHODS`, chosen by name; window length L = round(window_s * fs)):
 
@@ -69,7 +69,7 @@ from typing import Callable
 import numpy as np
 from numba import njit
 
-from edge.signals.detrend import detrend
+from edge.signals.detrend import signal_detrend
 from edge.signals.filters import bandpass, butter_sos
 from firmware_bridge.errors import BadInputError, ConfigError
 
@@ -422,7 +422,7 @@ def _hann_periodic(L: int) -> np.ndarray:
 
 @dataclass(frozen=True)
 class RppgMethod:
-    """One rPPG method: how :func:`rppg` windows the trace and which kernel turns a window
+    """One rPPG method: how :func:`rppg_extract` windows the trace and which kernel turns a window
     into a pulse segment.
 
     Attributes:
@@ -537,7 +537,7 @@ def _finish(acc: np.ndarray, cov: np.ndarray) -> np.ndarray:
     return acc
 
 
-def rppg(rgb, fs: float, method: str = "pos", window_s: float = 1.6) -> np.ndarray:
+def rppg_extract(rgb, fs: float, method: str = "pos", window_s: float = 1.6) -> np.ndarray:
     """Pulse signal from a trace of skin-colour means (see the module docstring per method).
 
     Args:
@@ -575,11 +575,11 @@ def rppg(rgb, fs: float, method: str = "pos", window_s: float = 1.6) -> np.ndarr
 
 
 class RppgStream:
-    """Block-by-block :func:`rppg` with bounded memory and identical output.
+    """Block-by-block :func:`rppg_extract` with bounded memory and identical output.
 
     Every pushed frame is eventually returned as one pulse sample, in order: :meth:`push`
     returns the samples that no future frame can change, :meth:`flush` the rest. The
-    concatenation of all returned arrays equals ``rppg(all_frames, fs, method, window_s)``
+    concatenation of all returned arrays equals ``rppg_extract(all_frames, fs, method, window_s)``
     (the same kernel adds the same windows in the same order, so it is equal bit for bit).
     A sample is final ``window_frames - 1`` frames after it arrives. Between calls the stream
     holds fewer than ``window_frames`` frames; during a call, those plus the block pushed.
@@ -590,7 +590,7 @@ class RppgStream:
         window_s: sliding-window length in seconds.
 
     Raises:
-        BadInputError, ConfigError: as :func:`rppg`.
+        BadInputError, ConfigError: as :func:`rppg_extract`.
 
     Attributes:
         window_frames: L, frames per window.
@@ -673,16 +673,16 @@ def rppg_clean(
 ) -> np.ndarray:
     """The standard cleaning before heart-rate estimation: detrend, then zero-phase band-pass.
 
-    Smoothness-priors detrending (Tarvainen et al. 2002, :func:`edge.signals.detrend.detrend`)
+    Smoothness-priors detrending (Tarvainen et al. 2002, :func:`edge.signals.detrend.signal_detrend`)
     removes slow illumination and motion drift; a Butterworth band-pass
     (:func:`edge.signals.filters.bandpass`) keeps 42-210 bpm. Training, the runtime and the CLI
     all call this one function so they clean alike.
 
-    NaN samples (gaps from :func:`rppg`) are treated as zero pulse while filtering, and are NaN
+    NaN samples (gaps from :func:`rppg_extract`) are treated as zero pulse while filtering, and are NaN
     again in the result; finite samples stay finite.
 
     Args:
-        pulse: real (N,) pulse from :func:`rppg`, NaN allowed.
+        pulse: real (N,) pulse from :func:`rppg_extract`, NaN allowed.
         fs: sampling rate in Hz.
         lam: detrending smoothness parameter (cut-off near fs / (2 pi sqrt(lam)) Hz).
         lo, hi: band edges in Hz.
@@ -706,10 +706,10 @@ def rppg_clean(
     if gap.all() and p.size:
         # Still validate the settings, so a bad band is not hidden by a missing face.
         butter_sos(fs, lo, hi, order)
-        detrend(np.zeros(3), lam)
+        signal_detrend(np.zeros(3), lam)
         return np.full_like(p, np.nan)
     p[gap] = 0.0
-    out = bandpass(detrend(p, lam), fs, lo, hi, order, zero_phase=True)
+    out = bandpass(signal_detrend(p, lam), fs, lo, hi, order, zero_phase=True)
     out[gap] = np.nan
     return out
 
@@ -722,6 +722,6 @@ def warmup() -> None:
     t = np.arange(64) / 30.0
     rgb = np.column_stack([150 + np.sin(t), 110 + np.cos(t), 90 + np.sin(2 * t)])
     for name in METHODS:
-        pulse = rppg(rgb, 30.0, name)
+        pulse = rppg_extract(rgb, 30.0, name)
     rppg_clean(np.nan_to_num(pulse), 30.0)
     bandpass(np.zeros(8), 30.0, zero_phase=False)

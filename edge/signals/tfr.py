@@ -24,7 +24,7 @@ then normalised per image: ``"zscore"`` (default: zero mean, unit standard devia
 whole image; a constant image becomes all zeros), ``"minmax"`` (to [0, 1]) or ``"none"``.
 
 Because this is a model input, :func:`tfr_params` returns every setting as a plain JSON-ready
-dict, and ``tfr(pulse, fs, **tfr_params(...))`` reproduces the image exactly. The sampling rate
+dict, and ``tfr_compute(pulse, fs, **tfr_params(...))`` reproduces the image exactly. The sampling rate
 is not part of it: it travels with the pulse.
 """
 from __future__ import annotations
@@ -70,7 +70,7 @@ def tfr_params(
 
     Returns:
         dict with keys kind, shape ([F, T] list), lo, hi, norm and the kind's own keys; only
-        str, float and list values, so ``json.dumps`` works and ``tfr(pulse, fs, **d)``
+        str, float and list values, so ``json.dumps`` works and ``tfr_compute(pulse, fs, **d)``
         reproduces the image.
 
     Raises:
@@ -219,7 +219,7 @@ def _log_normalise(power: np.ndarray, norm: str) -> np.ndarray:
     return img.astype(np.float32)
 
 
-def tfr(
+def tfr_compute(
     pulse,
     fs: float,
     kind: str = "stft",
@@ -271,4 +271,4 @@ def tfr(
 
 def warmup() -> None:
     """Compile (or load from Numba's cache) the Morlet kernel on a tiny input."""
-    tfr(np.sin(np.arange(64) / 3.0), 30.0, kind="cwt", shape=(4, 4))
+    tfr_compute(np.sin(np.arange(64) / 3.0), 30.0, kind="cwt", shape=(4, 4))

@@ -9,8 +9,8 @@ exactly the runtime's kernels:
   (``face_clip``) and of one frame every 0.5 s over the whole 60 s (``face_seq_crops``);
 - rPPG: ``edge.signals.roi.face_rgb`` (forehead + cheeks skin means) per frame over the last
   10 s, put on the 30 Hz grid by ``firmware_bridge.resample.resample_to_grid``, then
-  ``edge.signals.rppg.rppg`` (POS, Wang et al. 2017), ``rppg_clean`` and
-  ``edge.signals.tfr.tfr`` (32x32 STFT image over 0.7-3.5 Hz);
+  ``edge.signals.rppg.rppg_extract`` (POS, Wang et al. 2017), ``rppg_clean`` and
+  ``edge.signals.tfr.tfr_compute`` (32x32 STFT image over 0.7-3.5 Hz);
 - contact: PPG and EDA over the 60 s window resampled to 32 Hz with ``resample_to_grid``,
   each z-scored over its valid samples (invalid samples then 0), and two level summaries that
   z-scoring removes: mean heart rate from ``edge.signals.ppg.ppg_peaks`` + ``edge.signals.hrv

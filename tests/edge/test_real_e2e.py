@@ -62,7 +62,7 @@ def test_replay_of_the_physrecorder_clip_matches_the_finger_bvp(monkeypatch, cap
 def test_neurokit_file_through_the_serial_board_gives_the_offline_heart_rate(tmp_path):
     from edge.pipeline import Pipeline
     from edge.signals.ecg import ecg_peaks
-    from edge.signals.hrv import hrv
+    from edge.signals.hrv import hrv_time
     from firmware_bridge.recording import Recorder
     from firmware_bridge.simdevice import BoardStream, SimulatedSensorBoard, neurokit_streams
     from firmware_bridge.transports.serial import SerialSensorSource
@@ -109,7 +109,7 @@ def test_neurokit_file_through_the_serial_board_gives_the_offline_heart_rate(tmp
         window = ecg[lo:int(round(r.t_s * 100))]
         peaks = ecg_peaks(window, 100.0)
         # the pipeline's contact heart rate: the beats of the window's last 10 s
-        offline = hrv(peaks[peaks >= window.size - 1000], 100.0).mean_hr_bpm
+        offline = hrv_time(peaks[peaks >= window.size - 1000], 100.0).mean_hr_bpm
         assert r.contact_hr_bpm is not None, r.t_s
         assert abs(r.contact_hr_bpm - offline) < 1.0, (r.t_s, r.contact_hr_bpm, offline)
         checked += 1

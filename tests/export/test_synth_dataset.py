@@ -8,8 +8,8 @@ import pytest
 
 from edge.face import crop_face
 from edge.signals.roi import face_rgb
-from edge.signals.rppg import rppg, rppg_clean
-from edge.signals.tfr import tfr, tfr_frequencies, tfr_params
+from edge.signals.rppg import rppg_clean, rppg_extract
+from edge.signals.tfr import tfr_compute, tfr_frequencies, tfr_params
 from export.data import preprocess as pp
 from export.data.preprocess import (
     PREPROCESSING,
@@ -158,8 +158,8 @@ def test_windows_use_exactly_the_runtime_kernels(session):
     rgb = np.array([face_rgb(session.frame(i), session.face_box(i), skin="chai_ngan_wide") for i in idx])
     grid, valid = resample_to_grid(session.frame_times_s[idx], rgb, fps, t_end - 10, 300)
     assert valid.all()
-    pulse = rppg_clean(rppg(grid, fps, "pos", 1.6), fps, lam=100.0, lo=0.7, hi=3.5, order=4)
-    assert np.array_equal(w.tfr, tfr(pulse, fps, **p["tfr"]))
+    pulse = rppg_clean(rppg_extract(grid, fps, "pos", 1.6), fps, lam=100.0, lo=0.7, hi=3.5, order=4)
+    assert np.array_equal(w.tfr, tfr_compute(pulse, fps, **p["tfr"]))
     last = len(session) - 1
     assert np.array_equal(w.face_clip[-1], crop_face(session.frame(last), session.face_box(last), 32, 0.15))
     assert np.array_equal(w.face_clip[0], crop_face(session.frame(last - 56), session.face_box(last - 56), 32, 0.15))

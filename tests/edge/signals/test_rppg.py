@@ -12,8 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import signal
 
-from edge.signals.reference.rppg import rppg_clean_reference, rppg_reference
-from edge.signals.rppg import METHODS, RppgStream, rppg, rppg_clean
+from reference.rppg import rppg_clean_reference, rppg_reference
+from edge.signals.rppg import METHODS, RppgStream, rppg_clean, rppg_extract
 from firmware_bridge.errors import BadInputError, ConfigError
 
 FS = 30.0
@@ -87,7 +87,7 @@ def with_gaps(rgb):
 def test_kernel_matches_reference(method, fs, window_s):
     """Numba kernel vs the per-window NumPy reference (SVD, QR, solve): 1e-9 of the peak."""
     rgb = with_gaps(synth_face(80, fs=fs, duration_s=10.0, seed=3))
-    got = rppg(rgb, fs, method, window_s)
+    got = rppg_extract(rgb, fs, method, window_s)
     ref = rppg_reference(rgb, fs, method, window_s)
     assert got.shape == (len(rgb),) and got.dtype == np.float64
     np.testing.assert_array_equal(np.isnan(got), np.isnan(ref))
@@ -95,7 +95,7 @@ def test_kernel_matches_reference(method, fs, window_s):
 
 
 def test_rppg_clean_matches_dense_reference_chain():
-    pulse = rppg(with_gaps(synth_face(95, duration_s=20.0)), FS)
+    pulse = rppg_extract(with_gaps(synth_face(95, duration_s=20.0)), FS)
     got = rppg_clean(pulse, FS)
     ref = rppg_clean_reference(pulse, FS)
     np.testing.assert_array_equal(np.isnan(got), np.isnan(ref))
@@ -117,7 +117,7 @@ def test_heart_rate_recovered_45_to_180_bpm(method):
     errors = []
     for i, bpm in enumerate([45.0, 58.0, 72.0, 96.0, 123.0, 150.0, 180.0]):
         rgb = synth_face(bpm, seed=10 + i)
-        errors.append(peak_bpm(rppg_clean(rppg(rgb, FS, method), FS)) - bpm)
+        errors.append(peak_bpm(rppg_clean(rppg_extract(rgb, FS, method), FS)) - bpm)
     assert np.max(np.abs(errors)) <= 1.5, dict(zip([45, 58, 72, 96, 123, 150, 180], errors))
 
 
@@ -128,8 +128,8 @@ def test_pos_beats_green_under_common_mode_light(disturbance):
     pos_snr, green_snr = [], []
     for seed, bpm in enumerate([55.0, 70.0, 90.0, 120.0]):
         rgb = synth_face(bpm, seed=seed, **{disturbance: 0.01})
-        pos = rppg_clean(rppg(rgb, FS, "pos"), FS)
-        green = rppg_clean(rppg(rgb, FS, "green"), FS)
+        pos = rppg_clean(rppg_extract(rgb, FS, "pos"), FS)
+        green = rppg_clean(rppg_extract(rgb, FS, "green"), FS)
         assert abs(peak_bpm(pos) - bpm) <= 1.5
         pos_snr.append(snr_db(pos, bpm))
         green_snr.append(snr_db(green, bpm))
@@ -142,7 +142,7 @@ def test_polarity_as_documented(method):
     rgb = synth_face(72, duration_s=10.0, noise=0.0)
     t = np.arange(len(rgb)) / FS
     truth = np.sin(2 * np.pi * 1.2 * t) + 0.3 * np.sin(4 * np.pi * 1.2 * t + 0.7)
-    out = rppg_clean(rppg(rgb, FS, method), FS)
+    out = rppg_clean(rppg_extract(rgb, FS, method), FS)
     ok = np.isfinite(out)
     r = np.corrcoef(out[ok], truth[ok])[0, 1]
     assert abs(r) > 0.9
@@ -158,8 +158,8 @@ def test_nan_rows_stay_local(method):
     gap = slice(200, 215)
     holed = rgb.copy()
     holed[gap] = np.nan
-    clean_out = rppg(rgb, FS, method)
-    out = rppg(holed, FS, method)
+    clean_out = rppg_extract(rgb, FS, method)
+    out = rppg_extract(holed, FS, method)
     L = METHODS[method].geometry(FS, 1.6)[0]
     # Hop 1: only the missing frames themselves are covered by no complete window.
     assert np.array_equal(np.flatnonzero(np.isnan(out)), np.arange(200, 215))
@@ -175,16 +175,16 @@ def test_short_input_is_nan():
     rgb = synth_face(70, duration_s=4.0)
     for method in ALL:
         L = METHODS[method].geometry(FS, 1.6)[0]
-        assert np.isnan(rppg(rgb[: L - 1], FS, method)).all()
-        assert np.isfinite(rppg(rgb[:L], FS, method)).all()
-        assert rppg(np.empty((0, 3)), FS, method).shape == (0,)
+        assert np.isnan(rppg_extract(rgb[: L - 1], FS, method)).all()
+        assert np.isfinite(rppg_extract(rgb[:L], FS, method)).all()
+        assert rppg_extract(np.empty((0, 3)), FS, method).shape == (0,)
     assert np.isnan(rppg_clean(np.full(100, np.nan), FS)).all()
 
 
 def test_degenerate_windows_contribute_nothing():
     rgb = synth_face(70, duration_s=10.0)
     rgb[60:200] = 0.0  # camera blacked out: channel means are 0, nothing to normalise by
-    out = rppg(rgb, FS, "pos")
+    out = rppg_extract(rgb, FS, "pos")
     L = METHODS["pos"].geometry(FS, 1.6)[0]
     # Only samples whose every covering window lies inside the blackout are left uncovered.
     assert np.array_equal(np.flatnonzero(np.isnan(out)), np.arange(60 + L - 1, 200 - L + 1))
@@ -210,7 +210,7 @@ STREAM_RGB = with_gaps(synth_face(100, duration_s=8.0, seed=9))
 @settings(max_examples=15, deadline=None)
 @given(block_sizes=st.lists(st.integers(min_value=0, max_value=70), max_size=10))
 def test_stream_equals_batch(method, block_sizes):
-    ref = rppg(STREAM_RGB, FS, method)
+    ref = rppg_extract(STREAM_RGB, FS, method)
     got = _push_all(RppgStream(FS, method), STREAM_RGB, block_sizes)
     assert got.shape == ref.shape
     np.testing.assert_array_equal(np.isnan(got), np.isnan(ref))
@@ -231,7 +231,7 @@ def test_stream_latency_and_bounded_memory(method):
     rest = stream.flush()
     assert emitted + len(rest) == len(rgb)
     # After flush the stream starts over.
-    np.testing.assert_array_equal(_push_all(stream, rgb[:200], [50]), rppg(rgb[:200], FS, method))
+    np.testing.assert_array_equal(_push_all(stream, rgb[:200], [50]), rppg_extract(rgb[:200], FS, method))
 
 
 def test_stream_short_total_and_bad_blocks():
@@ -262,7 +262,7 @@ def test_stream_short_total_and_bad_blocks():
 )
 def test_bad_input_raises(rgb, fs, kwargs, exc, match):
     with pytest.raises(exc, match=match):
-        rppg(rgb, fs, **kwargs)
+        rppg_extract(rgb, fs, **kwargs)
 
 
 def test_stream_and_clean_reject_bad_settings():

@@ -12,8 +12,8 @@ import pytest
 
 from edge.signals.hr import heart_rate
 from edge.signals.roi import face_rgb
-from edge.signals.rppg import rppg, rppg_clean
-from edge.signals.tfr import tfr
+from edge.signals.rppg import rppg_clean, rppg_extract
+from edge.signals.tfr import tfr_compute
 from firmware_bridge.sim import SimConfig, synth_session
 
 pytestmark = pytest.mark.slow
@@ -31,7 +31,7 @@ DURATION_S = 20.0
 def _pulse(session) -> np.ndarray:
     rgb = np.array([face_rgb(f, session.face_box(i)) for i, f in enumerate(session.frames())])
     fs = session.config.fps
-    return rppg_clean(rppg(rgb, fs, method="pos"), fs)
+    return rppg_clean(rppg_extract(rgb, fs, method="pos"), fs)
 
 
 @pytest.fixture(scope="module")
@@ -86,13 +86,13 @@ def test_tfr_ridge_follows_a_rate_ramp():
     truth = np.array([_hann_weighted_hr(s, c, frame_s) for c in centres])
 
     # The generator's own face pulse: every column on the true rate.
-    image = tfr(rppg_clean(s.bvp, fs), fs, kind="stft", shape=(n_rows, n_cols), lo=lo, hi=hi)
+    image = tfr_compute(rppg_clean(s.bvp, fs), fs, kind="stft", shape=(n_rows, n_cols), lo=lo, hi=hi)
     assert image.shape == (n_rows, n_cols) and image.dtype == np.float32
     bvp_err = 60.0 * freqs_hz[np.argmax(image, axis=0)] - truth
     assert np.max(np.abs(bvp_err)) <= 5.0
 
     # The camera's pulse under the nuisances: the ridge follows, with rare stray columns.
-    image = tfr(_pulse(s), fs, kind="stft", shape=(n_rows, n_cols), lo=lo, hi=hi)
+    image = tfr_compute(_pulse(s), fs, kind="stft", shape=(n_rows, n_cols), lo=lo, hi=hi)
     ridge = 60.0 * freqs_hz[np.argmax(image, axis=0)]
     err = ridge - truth
     print("ridge error per column, bpm:", np.round(err, 1), f"(row = {row_bpm:.2f} bpm)")

@@ -6,8 +6,8 @@ import json
 import numpy as np
 import pytest
 
-from edge.signals.reference.roi_hr_tfr import tfr_cwt_ref, tfr_stft_ref
-from edge.signals.tfr import tfr, tfr_frequencies, tfr_params
+from reference.roi_hr_tfr import tfr_cwt_ref, tfr_stft_ref
+from edge.signals.tfr import tfr_compute, tfr_frequencies, tfr_params
 from firmware_bridge.errors import BadInputError, ConfigError
 
 FS = 30.0
@@ -40,7 +40,7 @@ def _column_times_s(params, n):
 def test_ridge_follows_a_chirp(kind, noise, max_rows):
     x, f_inst = _chirp(1.0, 2.5, 30.0, noise=noise, seed=3)
     params = tfr_params(kind)
-    image = tfr(x, FS, **params)
+    image = tfr_compute(x, FS, **params)
     freqs = tfr_frequencies(params["shape"], params["lo"], params["hi"])
     row = freqs[1] - freqs[0]
     cols = _column_times_s(params, x.size)
@@ -60,7 +60,7 @@ def test_ridge_follows_a_rate_step(kind):
     t = np.arange(int(20 * FS)) / FS
     x = np.where(t < 10, np.sin(2 * np.pi * 1.2 * t), np.sin(2 * np.pi * 2.0 * t))
     params = tfr_params(kind, shape=(57, 40))  # rows 0.05 Hz apart
-    image = tfr(x, FS, **params)
+    image = tfr_compute(x, FS, **params)
     freqs = tfr_frequencies(params["shape"], params["lo"], params["hi"])
     cols = _column_times_s(params, x.size)
     ridge = freqs[np.argmax(image, axis=0)]
@@ -75,7 +75,7 @@ def test_matches_reference(kind, norm):
     x, _ = _chirp(0.9, 3.0, 12.0, noise=0.5, seed=1)
     params = tfr_params(kind, shape=(48, 32), norm=norm)
     ref = (tfr_stft_ref if kind == "stft" else tfr_cwt_ref)(x, FS, params)
-    got = tfr(x, FS, **params)
+    got = tfr_compute(x, FS, **params)
     assert got.shape == (48, 32) and got.dtype == np.float32
     np.testing.assert_allclose(got, ref, rtol=0, atol=REF_TOL * max(1.0, np.abs(ref).max()))
 
@@ -86,7 +86,7 @@ def test_cwt_matches_numpy_convolution_on_sample_centres():
     x, _ = _chirp(1.0, 2.0, 10.0, noise=0.3, seed=2)
     x = x - x.mean()
     params = tfr_params("cwt", shape=(5, x.size), norm="none", n_cycles=4.0)
-    got = 10 ** (tfr(x, FS, **params).astype(np.float64) / 10)
+    got = 10 ** (tfr_compute(x, FS, **params).astype(np.float64) / 10)
     freqs = tfr_frequencies(params["shape"], params["lo"], params["hi"])
     for i, f in enumerate(freqs):
         sd = 4.0 / (2 * np.pi * f) * FS
@@ -99,11 +99,11 @@ def test_cwt_matches_numpy_convolution_on_sample_centres():
 
 def test_normalisations():
     x, _ = _chirp(1.0, 2.0, 10.0, noise=0.3)
-    z = tfr(x, FS, kind="cwt")
+    z = tfr_compute(x, FS, kind="cwt")
     assert abs(float(z.mean())) < 1e-5 and float(z.std()) == pytest.approx(1.0, abs=1e-5)
-    m = tfr(x, FS, norm="minmax")
+    m = tfr_compute(x, FS, norm="minmax")
     assert float(m.min()) == 0.0 and float(m.max()) == pytest.approx(1.0)
-    assert np.all(tfr(np.zeros(300), FS) == 0)  # silence: constant image, z-scored to zeros
+    assert np.all(tfr_compute(np.zeros(300), FS) == 0)  # silence: constant image, z-scored to zeros
 
 
 def test_params_are_complete_json_and_round_trip():
@@ -111,12 +111,12 @@ def test_params_are_complete_json_and_round_trip():
     for kind in ["stft", "cwt"]:
         params = tfr_params(kind, shape=(32, 16), lo=0.8, hi=3.0, norm="minmax")
         assert json.loads(json.dumps(params)) == params
-        again = tfr(x, FS, **json.loads(json.dumps(params)))
-        np.testing.assert_array_equal(again, tfr(x, FS, kind, (32, 16), 0.8, 3.0, norm="minmax"))
+        again = tfr_compute(x, FS, **json.loads(json.dumps(params)))
+        np.testing.assert_array_equal(again, tfr_compute(x, FS, kind, (32, 16), 0.8, 3.0, norm="minmax"))
         assert again.shape == (32, 16)
     assert tfr_params("stft")["nperseg_s"] == 4.0 and tfr_params("cwt")["n_cycles"] == 5.0
     # A changed setting changes the image: the dict really is what defines it.
-    assert not np.array_equal(tfr(x, FS, nperseg_s=3.0), tfr(x, FS, nperseg_s=4.0))
+    assert not np.array_equal(tfr_compute(x, FS, nperseg_s=3.0), tfr_compute(x, FS, nperseg_s=4.0))
 
 
 @pytest.mark.parametrize(
@@ -135,13 +135,13 @@ def test_params_are_complete_json_and_round_trip():
 )
 def test_bad_settings_raise_config_error(kwargs):
     with pytest.raises(ConfigError):
-        tfr(np.zeros(300), FS, **kwargs)
+        tfr_compute(np.zeros(300), FS, **kwargs)
 
 
 def test_bad_pulses_raise_bad_input():
     with pytest.raises(BadInputError):
-        tfr(np.r_[np.zeros(299), np.nan], FS)
+        tfr_compute(np.r_[np.zeros(299), np.nan], FS)
     with pytest.raises(BadInputError):
-        tfr(np.zeros(60), FS)  # 2 s is shorter than one 4 s STFT frame
+        tfr_compute(np.zeros(60), FS)  # 2 s is shorter than one 4 s STFT frame
     with pytest.raises(BadInputError):
-        tfr(np.zeros((300, 2)), FS)
+        tfr_compute(np.zeros((300, 2)), FS)
