@@ -42,7 +42,8 @@ from typing import Any, Protocol, TextIO
 
 import numpy as np
 
-from firmware_bridge.errors import BadInputError, ConfigError, DeviceError, MissingDependencyError, require
+from firmware_bridge.errors import BadInputError, ConfigError, DeviceError
+from firmware_bridge.transports.lsl import import_pylsl
 
 log = logging.getLogger(__name__)
 
@@ -415,22 +416,6 @@ LSL_CHANNELS: tuple[tuple[str, Callable[[Any], Any], str], ...] = (
 )
 
 
-def import_pylsl(purpose: str = "the LSL results outlet"):
-    """pylsl, or one MissingDependencyError naming the ``sensors`` extra.
-
-    Raises:
-        MissingDependencyError: pylsl is missing, or it cannot load its liblsl library (pylsl
-            raises RuntimeError then, not ImportError).
-    """
-    try:
-        return require("pylsl", "sensors", purpose)
-    except (RuntimeError, OSError) as exc:
-        raise MissingDependencyError(
-            f"{purpose} needs pylsl with its liblsl library, which failed to load: {exc} "
-            "(pip install 'emofuse[sensors]', or set PYLSL_LIB to liblsl's path)"
-        ) from exc
-
-
 class LslWriter(Writer):
     """A Lab Streaming Layer outlet: one float64 sample per result (channels: :data:`LSL_CHANNELS`).
 
@@ -456,7 +441,7 @@ class LslWriter(Writer):
     def __init__(self, stream_name: str = "emofuse", stream_type: str = "Emotion",
                  source_id: str = "emofuse-results", nominal_rate_hz: float = 1.0) -> None:
         super().__init__()
-        pylsl = import_pylsl()
+        pylsl = import_pylsl("the LSL results outlet")
         info = pylsl.StreamInfo(stream_name, stream_type, len(LSL_CHANNELS), float(nominal_rate_hz),
                                 "double64", source_id)
         channels = info.desc().append_child("channels")

@@ -35,18 +35,27 @@ _PURPOSE = "LSL streams"
 CORRECTION_REFRESH_S = 2.0
 
 
-def import_pylsl() -> ModuleType:
+def import_pylsl(purpose: str = _PURPOSE) -> ModuleType:
     """Import pylsl, or raise one MissingDependencyError naming the extra (or the missing liblsl).
+
+    The one place pylsl is imported: the LSL inlets here and the results outlet in
+    ``edge.outputs`` both call it.
+
+    Args:
+        purpose: what needs pylsl, for the message (e.g. "the LSL results outlet").
+
+    Returns:
+        the pylsl module.
 
     Raises:
         MissingDependencyError: pylsl is not installed, or it is but cannot load liblsl
             (pylsl raises RuntimeError then, not ImportError).
     """
     try:
-        return require("pylsl", "sensors", _PURPOSE)
+        return require("pylsl", "sensors", purpose)
     except (RuntimeError, OSError) as exc:
         raise MissingDependencyError(
-            f"{_PURPOSE} need pylsl with its liblsl library, which failed to load: {exc} "
+            f"{purpose}: pylsl is installed but its liblsl library failed to load: {exc} "
             "(pip install 'emofuse[sensors]', or set PYLSL_LIB to liblsl's path)"
         ) from exc
 
