@@ -39,12 +39,24 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, unquote
 
 import numpy as np
 
 from firmware_bridge.errors import ConfigError
 from firmware_bridge.types import SensorChunk
+from firmware_bridge.uri import (
+    convert_options,
+    split_query,
+    split_scheme,
+    to_bool,
+    to_int,
+    to_names,
+    to_nonneg_int,
+    to_opt_pos_float,
+    to_pos_float,
+    to_pos_int,
+    to_text,
+)
 
 __all__ = [
     "SENSOR_SCHEMES",
@@ -54,9 +66,6 @@ __all__ = [
     "open_sensor",
     "parse_sensor_uri",
 ]
-
-_SCHEME_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://(.*)$", re.DOTALL)
-
 
 @dataclass(frozen=True)
 class SensorUri:
@@ -74,83 +83,6 @@ class SensorUri:
     scheme: str
     target: str
     query: Mapping[str, str] = field(default_factory=dict)
-
-
-# -- option converters (text from a query, or a typed keyword) ---------------------------------
-def _to_bool(v: Any) -> bool:
-    if isinstance(v, (bool, np.bool_)):
-        return bool(v)
-    text = str(v).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off"):
-        return False
-    raise ValueError("expected true/false")
-
-
-def _to_pos_int(v: Any) -> int:
-    if isinstance(v, bool) or float(v) != int(float(v)) or int(float(v)) <= 0:
-        raise ValueError("expected a whole number > 0")
-    return int(float(v))
-
-
-def _to_int(v: Any) -> int:
-    if isinstance(v, bool):
-        raise ValueError("expected a whole number")
-    if isinstance(v, (int, np.integer)):
-        return int(v)
-    text = str(v).strip()
-    if not re.fullmatch(r"[+-]?\d+", text):
-        raise ValueError("expected a whole number")
-    return int(text)
-
-
-def _to_nonneg_int(v: Any) -> int:
-    out = _to_int(v)
-    if out < 0:
-        raise ValueError("expected a whole number >= 0")
-    return out
-
-
-def _to_pos_float(v: Any) -> float:
-    out = float(v)
-    if not (np.isfinite(out) and out > 0):
-        raise ValueError("expected a finite number > 0")
-    return out
-
-
-def _to_opt_pos_float(v: Any) -> float | None:
-    if v is None or str(v).strip().lower() in ("none", ""):
-        return None
-    return _to_pos_float(v)
-
-
-def _to_names(v: Any) -> tuple[str, ...]:
-    names = tuple(s.strip() for s in v.split(",")) if isinstance(v, str) else tuple(str(s).strip() for s in v)
-    if not names or not all(names):
-        raise ValueError("expected comma-separated names")
-    return names
-
-
-def _to_text(v: Any) -> str:
-    text = str(v)
-    if not text:
-        raise ValueError("expected a non-empty text")
-    return text
-
-
-def _convert(options: Mapping[str, Any], spec: Mapping[str, Callable[[Any], Any]], where: str) -> dict[str, Any]:
-    unknown = sorted(set(options) - set(spec))
-    if unknown:
-        valid = ", ".join(sorted(spec)) or "none"
-        raise ConfigError(f"{where}: unknown option(s) {', '.join(unknown)}; valid here: {valid}")
-    out = {}
-    for name, value in options.items():
-        try:
-            out[name] = spec[name](value)
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"{where}: option {name}={value!r}: {exc}") from None
-    return out
 
 
 # -- the synthetic sensor -----------------------------------------------------------------------
@@ -343,19 +275,19 @@ class SensorScheme:
 #: any SimConfig field in the query.
 SENSOR_SCHEMES: dict[str, SensorScheme] = {
     "serial": SensorScheme(_open_serial, {
-        "baud": _to_pos_int, "baudrate": _to_pos_int, "streams": _to_names,
-        "reconnect": _to_bool, "reconnect_timeout_s": _to_opt_pos_float,
-        "latency_ns": _to_nonneg_int, "max_queue": _to_pos_int,
+        "baud": to_pos_int, "baudrate": to_pos_int, "streams": to_names,
+        "reconnect": to_bool, "reconnect_timeout_s": to_opt_pos_float,
+        "latency_ns": to_nonneg_int, "max_queue": to_pos_int,
     }, "serial:///dev/ttyUSB0?baud=921600"),
-    "ble": SensorScheme(_open_ble, {"timeout_s": _to_pos_float}, "ble://AA:BB:CC:DD:EE:FF"),
+    "ble": SensorScheme(_open_ble, {"timeout_s": to_pos_float}, "ble://AA:BB:CC:DD:EE:FF"),
     "lsl": SensorScheme(_open_lsl, {
-        "type": _to_text, "timeout_s": _to_pos_float, "stream": _to_text, "max_samples": _to_pos_int,
+        "type": to_text, "timeout_s": to_pos_float, "stream": to_text, "max_samples": to_pos_int,
     }, "lsl://NAME or lsl://?type=ECG"),
     "replay": SensorScheme(_open_replay, {
-        "streams": _to_names, "realtime": _to_bool, "origin_ns": _to_int,
+        "streams": to_names, "realtime": to_bool, "origin_ns": to_int,
     }, "replay://recordings/session1"),
     "sim": SensorScheme(_open_sim, {
-        "streams": _to_names, "chunk_s": _to_pos_float, "realtime": _to_bool, "origin_ns": _to_int,
+        "streams": to_names, "chunk_s": to_pos_float, "realtime": to_bool, "origin_ns": to_int,
     }, "sim://?hr_bpm=72&duration_s=30", query_free=True),
 }
 
@@ -365,20 +297,6 @@ def _is_char_device(path: str) -> bool:
         return stat.S_ISCHR(os.stat(path).st_mode)
     except OSError:
         return False
-
-
-def _split_query(rest: str, where: str) -> tuple[str, dict[str, str]]:
-    target, _, query = rest.partition("?")
-    try:
-        pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query))
-    except ValueError:
-        raise ConfigError(f"{where}: malformed query {query!r}") from None
-    values: dict[str, str] = {}
-    for key, value in pairs:
-        if key in values:
-            raise ConfigError(f"{where}: query parameter {key!r} given twice")
-        values[key] = value
-    return unquote(target), values
 
 
 def parse_sensor_uri(uri: str | os.PathLike) -> SensorUri:
@@ -402,8 +320,8 @@ def parse_sensor_uri(uri: str | os.PathLike) -> SensorUri:
     if not isinstance(text, str) or not text.strip():
         raise ConfigError("sensor URI is empty")
     valid = ", ".join(f"{k}://" for k in SENSOR_SCHEMES)
-    match = _SCHEME_RE.match(text)
-    if match is None:
+    scheme, rest = split_scheme(text)
+    if scheme is None:
         path = text
         if re.match(r"^/dev/(tty|serial/|cu\.|pts/)", path) or _is_char_device(path):
             return SensorUri(text, "serial", path, {})
@@ -411,11 +329,10 @@ def parse_sensor_uri(uri: str | os.PathLike) -> SensorUri:
             return SensorUri(text, "replay", path, {})
         raise ConfigError(f"{text}: not a sensor URI (no scheme, not a serial port, not a recording "
                           f"folder); valid schemes: {valid}")
-    scheme, rest = match.group(1).lower(), match.group(2)
     if scheme not in SENSOR_SCHEMES:
         raise ConfigError(f"{text}: unknown sensor scheme {scheme!r}; valid: {valid}, or a serial "
                           f"port path or a recording folder")
-    target, query = _split_query(rest, text)
+    target, query = split_query(rest, text)
     return SensorUri(text, scheme, target, query)
 
 
@@ -445,4 +362,4 @@ def open_sensor(uri: str | os.PathLike, **options: Any):
             continue  # the scheme reads these settings from the query itself
         raw[key] = value
     raw.update(options)
-    return scheme.opener(parsed, _convert(raw, scheme.options, parsed.text))
+    return scheme.opener(parsed, convert_options(raw, scheme.options, parsed.text))

@@ -27,7 +27,7 @@ import os
 import re
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, unquote
+from urllib.parse import unquote
 
 from firmware_bridge.cameras.base import (
     CameraOptions,
@@ -53,6 +53,7 @@ from firmware_bridge.cameras.live import (
 )
 from firmware_bridge.cameras.sim import SimCameraSource
 from firmware_bridge.errors import ConfigError
+from firmware_bridge.uri import split_query, split_scheme
 
 SOURCES: dict[str, type[CameraSource]] = {
     "v4l2": V4l2Source,
@@ -66,20 +67,8 @@ SOURCES: dict[str, type[CameraSource]] = {
     "sim": SimCameraSource,
 }
 
-_SCHEME_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://(.*)$", re.DOTALL)
 _NETWORK = ("rtsp", "rtsps", "http", "https")
 _WITH_QUERY = ("csi", "sim")
-
-
-def _split_query(rest: str, where: str) -> tuple[str, dict[str, str]]:
-    target, _, query = rest.partition("?")
-    pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query))
-    values: dict[str, str] = {}
-    for key, value in pairs:
-        if key in values:
-            raise ConfigError(f"{where}: query parameter {key!r} given twice")
-        values[key] = value
-    return target, values
 
 
 def _local_scheme(path: str) -> str:
@@ -111,10 +100,9 @@ def parse_camera_uri(uri: str | os.PathLike | int) -> CameraUri:
         raise ConfigError(f"camera URI must be a string or path, got {type(uri).__name__}") from None
     if not isinstance(text, str) or not text.strip():
         raise ConfigError("camera URI is empty")
-    match = _SCHEME_RE.match(text)
-    if match is None:
+    scheme, rest = split_scheme(text)
+    if scheme is None:
         return CameraUri(text, _local_scheme(text), text, {}, text)
-    scheme, rest = match.group(1).lower(), match.group(2)
     if scheme in _NETWORK:
         display = redact_url(text)
         return CameraUri(text, scheme, text, {}, display)
@@ -122,7 +110,7 @@ def parse_camera_uri(uri: str | os.PathLike | int) -> CameraUri:
         path = unquote(rest)
         return CameraUri(text, "folder" if Path(path).is_dir() else "file", path, {}, text)
     if scheme in _WITH_QUERY:
-        target, query = _split_query(rest, text)
+        target, query = split_query(rest, text)
         return CameraUri(text, scheme, target, query, text)
     if scheme == "v4l2":
         return CameraUri(text, scheme, rest, {}, text)

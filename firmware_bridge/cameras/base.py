@@ -24,6 +24,15 @@ import numpy as np
 
 from firmware_bridge.errors import ConfigError
 from firmware_bridge.types import Frame
+from firmware_bridge.uri import (
+    convert_options,
+    to_bool,
+    to_fourcc,
+    to_int,
+    to_nonneg_float,
+    to_pos_float,
+    to_pos_int,
+)
 
 log = logging.getLogger(__name__)
 
@@ -48,44 +57,6 @@ class CameraUri:
     display: str = ""
 
 
-def _to_bool(value: Any) -> bool:
-    if isinstance(value, (bool, np.bool_)):
-        return bool(value)
-    if isinstance(value, (int, np.integer)) and value in (0, 1):
-        return bool(value)
-    if isinstance(value, str) and value.strip().lower() in ("1", "true", "yes", "on"):
-        return True
-    if isinstance(value, str) and value.strip().lower() in ("0", "false", "no", "off"):
-        return False
-    raise ValueError("expected true/false")
-
-
-def _to_pos_float(value: Any) -> float:
-    out = float(value)
-    if not np.isfinite(out) or out <= 0:
-        raise ValueError("expected a finite number > 0")
-    return out
-
-
-def _to_nonneg_float(value: Any) -> float:
-    out = float(value)
-    if not np.isfinite(out) or out < 0:
-        raise ValueError("expected a finite number >= 0")
-    return out
-
-
-def _to_pos_int(value: Any) -> int:
-    if isinstance(value, bool) or float(value) != int(float(value)) or int(float(value)) <= 0:
-        raise ValueError("expected a whole number > 0")
-    return int(float(value))
-
-
-def _to_int(value: Any) -> int:
-    if isinstance(value, bool) or float(value) != int(float(value)):
-        raise ValueError("expected a whole number")
-    return int(float(value))
-
-
 def _to_timestamps(value: Any) -> str | None:
     # None = look for the sidecar CSV; "none" (or False) = ignore any CSV; else a path.
     if value is None:
@@ -95,13 +66,6 @@ def _to_timestamps(value: Any) -> str | None:
     text = str(value)
     if not text:
         raise ValueError("expected a CSV path, or 'none'")
-    return text
-
-
-def _to_fourcc(value: Any) -> str:
-    text = str(value)
-    if len(text) != 4:
-        raise ValueError("expected four characters, e.g. MJPG")
     return text
 
 
@@ -149,19 +113,19 @@ class CameraOptions:
 
 
 _CONVERTERS = {
-    "realtime": _to_bool,
-    "live": _to_bool,
-    "fps": _to_pos_float,
-    "width": _to_pos_int,
-    "height": _to_pos_int,
-    "fourcc": _to_fourcc,
+    "realtime": to_bool,
+    "live": to_bool,
+    "fps": to_pos_float,
+    "width": to_pos_int,
+    "height": to_pos_int,
+    "fourcc": to_fourcc,
     "timestamps": _to_timestamps,
-    "origin_ns": _to_int,
-    "reconnect_initial_s": _to_pos_float,
-    "reconnect_max_s": _to_pos_float,
-    "give_up_after_s": _to_nonneg_float,
-    "open_timeout_s": _to_pos_float,
-    "flip_method": _to_int,
+    "origin_ns": to_int,
+    "reconnect_initial_s": to_pos_float,
+    "reconnect_max_s": to_pos_float,
+    "give_up_after_s": to_nonneg_float,
+    "open_timeout_s": to_pos_float,
+    "flip_method": to_int,
 }
 OPTION_NAMES = frozenset(f.name for f in dataclasses.fields(CameraOptions))
 assert OPTION_NAMES == frozenset(_CONVERTERS), "every option needs a converter"
@@ -181,16 +145,7 @@ def parse_options(raw: Mapping[str, Any], allowed: frozenset[str], where: str) -
     Raises:
         ConfigError: an unknown name, a name the source does not honour, or a bad value.
     """
-    unknown = sorted(set(raw) - allowed)
-    if unknown:
-        valid = ", ".join(sorted(allowed)) or "none"
-        raise ConfigError(f"{where}: unknown option(s) {', '.join(unknown)}; valid here: {valid}")
-    values = {}
-    for name, value in raw.items():
-        try:
-            values[name] = _CONVERTERS[name](value)
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"{where}: option {name}={value!r}: {exc}") from None
+    values = convert_options(raw, {name: _CONVERTERS[name] for name in allowed}, where)
     options = CameraOptions(**values)
     if options.reconnect_max_s < options.reconnect_initial_s:
         raise ConfigError(
