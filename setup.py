@@ -48,7 +48,7 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=find_packages(include=["edge*", "export*", "calibrate*", "firmware_bridge*"]),
+    packages=find_packages(include=["edge*", "export*", "calibrate*", "firmware_bridge*", "bench*"]),
     package_data={
         "firmware_bridge": ["firmware/*.h", "firmware/*.c"],
         "edge": ["default_bundle/*"],
@@ -60,7 +60,7 @@ setup(
         "emofuse.commands": [
             "hr = edge.cli.hr",
             "run = edge.cli.run",
-            "bench = edge.cli.bench",
+            "bench = bench.command",
             "devices = firmware_bridge.commands.devices",
             "simulate = firmware_bridge.commands.simulate",
             "record = firmware_bridge.commands.record",

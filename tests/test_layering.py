@@ -22,7 +22,7 @@ PROBE = textwrap.dedent(
                 failed.append(f"{{m.name}}: {{type(exc).__name__}}: {{exc}}")
     print("FAILED", failed)
     print("MODULES", sorted(k for k in sys.modules if k.split(".")[0] in
-          ("torch", "edge", "export", "calibrate", "firmware_bridge")))
+          ("torch", "edge", "export", "calibrate", "bench", "firmware_bridge")))
     """
 )
 
@@ -40,7 +40,7 @@ def test_edge_and_bridge_never_import_torch():
     failed, modules = _probe(("edge", "firmware_bridge"))
     assert not failed, failed
     assert not any(m.split(".")[0] == "torch" for m in modules)
-    assert not any(m.split(".")[0] in ("export", "calibrate") for m in modules)
+    assert not any(m.split(".")[0] in ("export", "calibrate", "bench") for m in modules)
 
 
 def test_bridge_imports_no_other_emofuse_package():

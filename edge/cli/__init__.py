@@ -26,7 +26,7 @@ def _command_modules() -> dict[str, str]:
     """Map subcommand name -> module path from the installed entry points."""
     found = {ep.name: ep.value for ep in metadata.entry_points(group="emofuse.commands")}
     if not found:  # running from a source tree that was never pip-installed
-        found = {"hr": "edge.cli.hr", "bench": "edge.cli.bench"}
+        found = {"hr": "edge.cli.hr"}
     return dict(sorted(found.items()))
 
 

@@ -30,7 +30,7 @@ and beats stay found under the NST-style noise of :mod:`firmware_bridge.sim.nois
 tests for the figures). Interpolated ectopic beats (no pause after them) would be dropped by
 the look-ahead rule.
 
-The plain NumPy/SciPy twin is :func:`edge.signals.reference.physio.ecg_peaks_ref`.
+The plain NumPy/SciPy twin is ``ecg_peaks_ref`` (tests/reference/physio.py).
 """
 from __future__ import annotations
 

@@ -23,8 +23,8 @@ to about a second, steps are also tested on the EDA low-passed at 5 Hz: its 10-9
 over the response must take at least 0.2 s (a Bateman-shaped SCR takes ~0.7 s, a step
 ~0.1 s; below 10 Hz sampling this test cannot tell them apart).
 
-Plain NumPy/SciPy twins: :func:`edge.signals.reference.physio.eda_decompose_ref` and
-:func:`edge.signals.reference.physio.eda_scr_ref`.
+Plain NumPy/SciPy twins: ``eda_decompose_ref`` (tests/reference/physio.py) and
+``eda_scr_ref`` (tests/reference/physio.py).
 """
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ optimal processing techniques", Eur. Heart J. 10:1060-1074, 1989, which compares
 interval with the previous one instead. A missed beat (double RR) or an extra detection (two
 short RRs) therefore drops out instead of inflating SDNN and RMSSD.
 
-The plain NumPy twin is :func:`edge.signals.reference.physio.hrv_ref`.
+The plain NumPy twin is ``hrv_ref`` (tests/reference/physio.py).
 """
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ squared signal, keep blocks of interest at least 111 ms wide, and take each bloc
 maximum. One addition: two peaks closer than 300 ms (200 bpm) are one beat, and the larger
 is kept.
 
-The plain NumPy/SciPy twin is :func:`edge.signals.reference.physio.ppg_peaks_ref`.
+The plain NumPy/SciPy twin is ``ppg_peaks_ref`` (tests/reference/physio.py).
 """
 from __future__ import annotations
 

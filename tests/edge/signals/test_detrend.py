@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from reference.rppg import detrend_dense
 
 from edge.signals.detrend import signal_detrend
-from reference.rppg import detrend_dense
 from firmware_bridge.errors import BadInputError, ConfigError
 
 

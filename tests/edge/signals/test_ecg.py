@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from reference.physio import ecg_peaks_ref
 
 from edge.signals.ecg import ecg_peaks
-from edge.signals.reference.physio import ecg_peaks_ref
 from firmware_bridge.errors import BadInputError
 from firmware_bridge.formats.wfdb import BEAT_SYMBOLS, read_annotations, read_signals
 from firmware_bridge.sim.noise import add_noise

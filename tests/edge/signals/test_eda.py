@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from reference.physio import eda_decompose_ref, eda_scr_ref
 
 from edge.signals.eda import SCR, eda_decompose, eda_scr
-from edge.signals.reference.physio import eda_decompose_ref, eda_scr_ref
 from firmware_bridge.errors import BadInputError
 from helpers import shared_path
 

@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from reference.rppg import bandpass_scipy
 from scipy import signal
 
 from edge.signals.filters import BandpassStream, bandpass, butter_sos
-from edge.signals.reference.rppg import bandpass_scipy
 from firmware_bridge.errors import BadInputError
 
 FS = 30.0

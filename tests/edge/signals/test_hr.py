@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from reference.roi_hr_tfr import heart_rate_ref
 
 from edge.signals.hr import HeartRate, HrTrack, heart_rate, hr_track, snr_quality
-from edge.signals.reference.roi_hr_tfr import heart_rate_ref
 from firmware_bridge.errors import BadInputError, ConfigError
 
 

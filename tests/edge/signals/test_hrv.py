@@ -6,9 +6,9 @@ import math
 
 import numpy as np
 import pytest
+from reference.physio import hrv_ref
 
 from edge.signals.hrv import HRV, hrv_time, nn_mask
-from reference.physio import hrv_ref
 from firmware_bridge.errors import BadInputError
 
 FS = 1000.0  # 1 sample = 1 ms keeps the expected values exact

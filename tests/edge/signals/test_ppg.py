@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from reference.physio import ppg_peaks_ref
 
 from edge.signals.ecg import ecg_peaks
 from edge.signals.hrv import hrv_time
 from edge.signals.ppg import ppg_peaks
-from reference.physio import ppg_peaks_ref
 from firmware_bridge.errors import BadInputError
 from helpers import shared_path
 

@@ -6,8 +6,8 @@ import tracemalloc
 import cv2
 import numpy as np
 import pytest
+from reference.roi_hr_tfr import roi_mean_rgb_ref
 
-from edge.signals.reference.roi_hr_tfr import roi_mean_rgb_ref
 from edge.signals.roi import (
     FACE_ROI_FRACTIONS,
     SKIN_RULES,

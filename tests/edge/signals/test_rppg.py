@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from reference.rppg import rppg_clean_reference, rppg_reference
 from scipy import signal
 
-from reference.rppg import rppg_clean_reference, rppg_reference
 from edge.signals.rppg import METHODS, RppgStream, rppg_clean, rppg_extract
 from firmware_bridge.errors import BadInputError, ConfigError
 

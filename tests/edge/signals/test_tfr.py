@@ -5,8 +5,8 @@ import json
 
 import numpy as np
 import pytest
-
 from reference.roi_hr_tfr import tfr_cwt_ref, tfr_stft_ref
+
 from edge.signals.tfr import tfr_compute, tfr_frequencies, tfr_params
 from firmware_bridge.errors import BadInputError, ConfigError
 

@@ -12,7 +12,8 @@ import json
 import numpy as np
 import pytest
 
-from edge import bench_pipeline as bp
+from bench import host, orin, recording
+from bench import pipeline as bp
 
 onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
@@ -95,32 +96,32 @@ def bundle_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def recording(tmp_path_factory):
-    return bp.make_sim_recording(tmp_path_factory.mktemp("rec") / "sim", SECONDS / 60.0,
+def sim(tmp_path_factory):
+    return recording.make_sim_recording(tmp_path_factory.mktemp("rec") / "sim", SECONDS / 60.0,
                                  frame_size=SIZE, workers=1)
 
 
-def test_sim_recording_is_described_and_complete(recording):
-    info = bp.describe_recording(recording)
+def test_sim_recording_is_described_and_complete(sim):
+    info = recording.describe_recording(sim)
     assert info["frames"] == int(SECONDS * 30)
     assert info["frame_size"] == list(SIZE)
     import cv2
 
-    cap = cv2.VideoCapture(str(recording / bp.SIM_VIDEO))
+    cap = cv2.VideoCapture(str(sim / recording.SIM_VIDEO))
     assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == info["frames"]
     cap.release()
     from firmware_bridge.recording import open_recording
 
-    rec = open_recording(recording / bp.SIM_PHYSIO)
+    rec = open_recording(sim / recording.SIM_PHYSIO)
     assert sorted(rec.streams) == ["ecg", "eda", "ppg_ir"]
     t, x = rec.read_stream("ecg")
     assert x.shape[0] == pytest.approx(SECONDS * 250.0, abs=1)
-    assert int(t[0]) == bp.SIM_T0_NS  # the same clock origin as the video
+    assert int(t[0]) == recording.SIM_T0_NS  # the same clock origin as the video
 
 
 @pytest.mark.slow
-def test_bench_report_has_every_field(recording, bundle_dir):
-    rep = bp.bench_pipeline(recording, minutes=SECONDS / 60.0, bundle=str(bundle_dir), paced_s=3.0,
+def test_bench_report_has_every_field(sim, bundle_dir):
+    rep = bp.bench_pipeline(sim, minutes=SECONDS / 60.0, bundle=str(bundle_dir), paced_s=3.0,
                             cold_cache=False, one_core=True)
     assert tuple(rep) == bp.REPORT_FIELDS
     assert json.loads(json.dumps(rep)) == rep  # plain JSON all the way down
@@ -158,12 +159,12 @@ def test_bench_report_has_every_field(recording, bundle_dir):
 
 
 def test_onnx_flops_counts_the_matmuls(bundle_dir):
-    work = bp.onnx_flops(bundle_dir / "model.onnx")
+    work = orin.onnx_flops(bundle_dir / "model.onnx")
     # MatMul (1, 1024) x (1024, 4) and (1, 1) x (1, 4); the elementwise nodes add a few more.
     assert work["macs"] == 1024 * 4 + 4
     assert work["flops"] >= 2 * work["macs"]
     assert work["weight_bytes"] >= 1024 * 4 * 4
-    int8 = bp.onnx_flops(bundle_dir / "model.int8.onnx")
+    int8 = orin.onnx_flops(bundle_dir / "model.int8.onnx")
     assert int8["macs"] == work["macs"]  # Q/DQ nodes are not work
 
 
@@ -175,12 +176,12 @@ def test_orin_estimate_scales_with_the_assumed_cpu():
               {"stage": "(sensor0 thread)", "per": "second", "n": None, "mean_ms": None, "cpu_ms": None,
                "cpu_ms_per_media_s": 5.0}]
     host = {"cpu_ghz": 3.0}
-    slow = bp.orin_nano_estimate(stages, host, frame_size=(640, 480), box_px=250 * 250, preprocessing=None,
+    slow = orin.orin_nano_estimate(stages, host, frame_size=(640, 480), box_px=250 * 250, preprocessing=None,
                                  hop_s=1.0, model=None)
-    fast = bp.orin_nano_estimate(stages, host, frame_size=(640, 480), box_px=250 * 250, preprocessing=None,
+    fast = orin.orin_nano_estimate(stages, host, frame_size=(640, 480), box_px=250 * 250, preprocessing=None,
                                  hop_s=1.0, model=None, assume={"cpu_ghz": 3.0})
     assert [r["stage"] for r in slow["stages"]] == ["track", "pulse", "(sensor0 thread)"]  # waits are not work
-    ratio = 3.0 * bp.ORIN_NANO["host_ipc_over_a78"] / 1.5
+    ratio = 3.0 * orin.ORIN_NANO["host_ipc_over_a78"] / 1.5
     assert slow["scalar_ratio"] == pytest.approx(ratio)
     track = slow["stages"][0]
     assert track["host_ms"] == 2.0  # CPU time, not the preempted wall time
@@ -190,12 +191,40 @@ def test_orin_estimate_scales_with_the_assumed_cpu():
     assert fast["cpu_ms_per_media_s"] < slow["cpu_ms_per_media_s"]
 
 
-def test_thread_cpu_and_memory_readings():
-    mem = bp.proc_memory_mb()
-    assert mem["hwm_mb"] >= mem["rss_mb"] > 0
-    cpu = bp.thread_cpu_s()
-    assert any(name == "MainThread" for name, _ in cpu.values())
-    assert all(v >= 0 for _, v in cpu.values())
+def test_memory_reading_sees_an_allocation():
+    before = host.proc_memory_mb()
+    block = np.ones(64 * 2**20 // 8)  # 64 MiB, every page touched
+    after = host.proc_memory_mb()
+    assert after["rss_mb"] - before["rss_mb"] >= 0.9 * block.nbytes / 1e6
+    assert after["hwm_mb"] >= after["rss_mb"]
+
+
+def test_thread_cpu_is_charged_to_the_thread_that_spent_it():
+    """A thread that spins for 0.3 s of its own CPU time shows about that under its name; one
+    that sleeps as long shows next to none (CPU time, not wall time, whatever the load)."""
+    import threading
+    import time
+
+    def spin():
+        t0 = time.thread_time()
+        while time.thread_time() - t0 < 0.3:
+            pass
+
+    busy = threading.Thread(target=spin, name="bench-test-busy")
+    idle = threading.Thread(target=time.sleep, args=(0.3,), name="bench-test-idle")
+    busy.start()
+    idle.start()
+    seen: dict[str, float] = {}
+    while busy.is_alive() or idle.is_alive():
+        for name, cpu_s in host.thread_cpu_s().values():
+            seen[name] = max(seen.get(name, 0.0), cpu_s)
+        time.sleep(0.02)
+    busy.join()
+    idle.join()
+    # /proc counts clock ticks (10 ms); the last reading may come up to one poll before the end.
+    assert seen["bench-test-busy"] >= 0.2
+    assert seen["bench-test-idle"] <= 0.05
+    assert "MainThread" in seen
 
 
 def test_cli_reports_a_missing_recording_in_one_line(capsys, tmp_path):

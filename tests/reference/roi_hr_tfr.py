@@ -9,7 +9,7 @@ Written for clarity, each along a different route from the kernel it checks:
   zero-padding, then the same peak interpolation and SNR template.
 - :func:`tfr_stft_ref`: ``scipy.signal.zoom_fft`` (chirp-z) at the band frequencies of each
   SciPy-Hann-windowed frame. :func:`tfr_cwt_ref`: dense NumPy evaluation of the truncated,
-  edge-normalised Morlet sum. Both match ``edge.signals.tfr.tfr`` within 1e-4 absolute on the
+  edge-normalised Morlet sum. Both match ``edge.signals.tfr.tfr_compute`` within 1e-4 absolute on the
   z-scored float32 image (float32 rounding of values of a few units, plus the kernel's
   recurrences, ~1e-12 relative on power).
 """

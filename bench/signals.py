@@ -1,14 +1,20 @@
 """Benchmarks of the signal kernels against NumPy/SciPy baselines (``emofuse bench signals``).
 
-Every case times a kernel and one or more baselines on the same input, after a first call
-whose time is reported apart (the Numba compile, or the cache load when the cache is warm).
-The figures go in docs/BENCHMARKS.md; nothing here is asserted by tests.
+Every case times a kernel and, where one exists, baselines on the same input, after a first
+call whose time is reported apart (the Numba compile, or the cache load when the cache is
+warm). The baselines are library routines (SciPy's ``solveh_banded`` and ``sosfiltfilt``,
+``cv2.mean``) and the small textbook forms kept here (:func:`numpy_pos_vectorised`,
+:func:`detrend_dense`); the tests' plain-Python references (``tests/reference/``) are not
+shipped, so cases that only had those as a baseline report the kernel alone.
+
+The MIT-BIH row reads record 100 from a data folder (``--data``, else ``$EMOFUSE_DATA``, else
+``../shared/data`` from the current directory); a row that cannot run is reported through
+``on_skip`` with the reason, never dropped silently. The figures go in docs/BENCHMARKS.md;
+nothing here is asserted by tests.
 """
 from __future__ import annotations
 
-import importlib
 import os
-import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,9 +22,16 @@ from typing import Callable
 
 import numpy as np
 
+from bench.host import host_description
+
+__all__ = ["Case", "default_data_dir", "detrend_dense", "format_table", "host_description",
+           "numpy_pos_vectorised", "run_signal_benchmarks", "synthetic_rgb"]
+
 FS_VIDEO_HZ = 30.0
-FS_ECG_HZ = 360.0
-MITDB_100 = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ecg" / "mitdb-100" / "100"
+#: Environment variable naming the data folder (the layout of ``../shared/data``).
+DATA_ENV = "EMOFUSE_DATA"
+#: MIT-BIH Arrhythmia Database record 100 (WFDB header and signal) inside the data folder.
+MITDB_100 = Path("ecg") / "mitdb-100" / "100"
 
 
 @dataclass
@@ -29,22 +42,11 @@ class Case:
     unit: str = "call"  # what one call processes, for the throughput column
 
 
-def host_description() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    import numba
-
-    return (
-        f"{cpu}; {cores} core(s) available to this process; Python {platform.python_version()}; "
-        f"numpy {np.__version__}; numba {numba.__version__}"
-    )
+def default_data_dir() -> Path:
+    """The data folder when ``--data`` is not given: ``$EMOFUSE_DATA``, else ``../shared/data``
+    relative to the current directory (the layout of a checkout beside ``shared/``)."""
+    env = os.environ.get(DATA_ENV)
+    return Path(env) if env else Path.cwd().parent / "shared" / "data"
 
 
 def _time(fn: Callable[[], object], repeat: int, budget_s: float = 5.0) -> float:
@@ -64,12 +66,6 @@ def _first_call(fn: Callable[[], object]) -> float:
     t0 = time.perf_counter()
     fn()
     return time.perf_counter() - t0
-
-
-def _kernels(*names: str):
-    """The kernel modules by name. ``edge.signals`` exports functions named like some of its
-    modules (``rppg``, ``tfr``, ``detrend``), so modules are looked up in the import system."""
-    return tuple(importlib.import_module(f"edge.signals.{name}") for name in names)
 
 
 def synthetic_rgb(n: int, fs: float, hr_bpm: float = 72.0, seed: int = 0) -> np.ndarray:
@@ -104,17 +100,43 @@ def numpy_pos_vectorised(rgb: np.ndarray, fs: float, window_s: float = 1.6) -> n
     return out
 
 
+def detrend_dense(z: np.ndarray, lam: float = 100.0) -> np.ndarray:
+    """Smoothness-priors detrending (Tarvainen et al. 2002) the textbook way: the dense
+    inverse of ``I + lam^2 D2' D2`` applied to ``z``, O(N^3) time and O(N^2) memory. The slow
+    baseline the banded kernel is stated against.
+
+    Args:
+        z: float (N,), N >= 3.
+        lam: smoothing parameter (the kernel's default 100 at 30 fps).
+
+    Returns:
+        float64 (N,): ``z`` minus its trend.
+    """
+    z = np.asarray(z, dtype=np.float64)
+    n = z.size
+    d2 = np.zeros((n - 2, n))
+    rows = np.arange(n - 2)
+    d2[rows, rows], d2[rows, rows + 1], d2[rows, rows + 2] = 1.0, -2.0, 1.0
+    return z - np.linalg.inv(np.eye(n) + lam**2 * (d2.T @ d2)) @ z
+
+
+def _sosfiltfilt_bandpass(x: np.ndarray, fs: float, lo: float = 0.7, hi: float = 3.5) -> np.ndarray:
+    """SciPy's zero-phase 4th-order Butterworth band-pass, the settings of ``filters.bandpass``."""
+    from scipy import signal
+
+    return signal.sosfiltfilt(signal.butter(4, [lo, hi], btype="bandpass", fs=fs, output="sos"), x)
+
+
 def _rppg_cases(length_s: float, dense_max_s: float) -> list[Case]:
     from scipy.linalg import solveh_banded
 
-    detrend_mod, filters, hr, rppg, tfr = _kernels("detrend", "filters", "hr", "rppg", "tfr")
-    from edge.signals.reference import roi_hr_tfr as ref_rht
-    from edge.signals.reference import rppg as ref
+    from edge.signals import detrend as detrend_mod
+    from edge.signals import filters, hr, rppg, tfr
 
     fs = FS_VIDEO_HZ
     n = int(length_s * fs)
     rgb = synthetic_rgb(n, fs)
-    raw = rppg.rppg(rgb, fs, "pos")
+    raw = rppg.rppg_extract(rgb, fs, "pos")
     pulse = rppg.rppg_clean(raw, fs)
     dense_ok = length_s <= dense_max_s
 
@@ -134,37 +156,34 @@ def _rppg_cases(length_s: float, dense_max_s: float) -> list[Case]:
 
     chain_baselines = {"numpy-vectorised POS alone": lambda: numpy_pos_vectorised(rgb, fs)}
     if dense_ok:
-        chain_baselines["reference POS + dense detrend + filtfilt"] = lambda: ref.rppg_clean_reference(
-            ref.rppg_reference(rgb, fs, "pos"), fs
+        chain_baselines["numpy POS + dense detrend + sosfiltfilt"] = lambda: _sosfiltfilt_bandpass(
+            detrend_dense(numpy_pos_vectorised(rgb, fs)), fs
         )
     detrend_baselines = {"scipy solveh_banded": lambda: banded_scipy(raw)}
     if dense_ok:
-        detrend_baselines["dense inverse (O(N^3))"] = lambda: ref.detrend_dense(raw)
+        detrend_baselines["dense inverse (O(N^3))"] = lambda: detrend_dense(raw)
     cases = [
-        Case("pos+detrend+bandpass", lambda: rppg.rppg_clean(rppg.rppg(rgb, fs, "pos"), fs), chain_baselines),
-        Case("detrend", lambda: detrend_mod.detrend(raw), detrend_baselines),
-        Case("bandpass", lambda: filters.bandpass(raw, fs), {"scipy sosfiltfilt": lambda: ref.bandpass_scipy(raw, fs)}),
-        Case("heart_rate", lambda: hr.heart_rate(pulse, fs), {"reference": lambda: ref_rht.heart_rate_ref(pulse, fs)}),
+        Case("pos+detrend+bandpass", lambda: rppg.rppg_clean(rppg.rppg_extract(rgb, fs, "pos"), fs), chain_baselines),
+        Case("detrend", lambda: detrend_mod.signal_detrend(raw), detrend_baselines),
+        Case("bandpass", lambda: filters.bandpass(raw, fs), {"scipy sosfiltfilt": lambda: _sosfiltfilt_bandpass(raw, fs)}),
+        Case("heart_rate", lambda: hr.heart_rate(pulse, fs), {}),
     ]
     for method in rppg.METHODS:
         if method == "pos":
             continue
         cases.append(
-            Case(f"rppg {method}", (lambda m=method: rppg.rppg(rgb, fs, m)),
-                 {"reference loop": (lambda m=method: ref.rppg_reference(rgb, fs, m))})
+            Case(f"rppg {method}", (lambda m=method: rppg.rppg_extract(rgb, fs, m)), {})
         )
-    for kind, ref_fn in (("stft", ref_rht.tfr_stft_ref), ("cwt", ref_rht.tfr_cwt_ref)):
+    for kind in ("stft", "cwt"):
         params = tfr.tfr_params(kind=kind)
-        cases.append(
-            Case(f"tfr {kind}", (lambda p=params: tfr.tfr(pulse, fs, **p)),
-                 {"reference": (lambda p=params, f=ref_fn: f(pulse, fs, p))})
-        )
+        cases.append(Case(f"tfr {kind}", (lambda p=params: tfr.tfr_compute(pulse, fs, **p)), {}))
     return cases
 
 
 def _physio_cases(length_s: float) -> list[Case]:
-    ecg_mod, eda_mod, ppg_mod = _kernels("ecg", "eda", "ppg")
-    from edge.signals.reference import physio as ref
+    from edge.signals import ecg as ecg_mod
+    from edge.signals import eda as eda_mod
+    from edge.signals import ppg as ppg_mod
     from firmware_bridge.sim import SimConfig, synth_session
 
     session = synth_session(SimConfig(duration_s=length_s, hr_bpm=72.0, seed=1))
@@ -173,21 +192,21 @@ def _physio_cases(length_s: float) -> list[Case]:
     eda, fs_eda = session.eda.values, session.eda.fs_hz
     return [
         Case("ecg_peaks (synthetic)", lambda: ecg_mod.ecg_peaks(ecg, fs_ecg),
-             {"reference": lambda: ref.ecg_peaks_ref(ecg, fs_ecg)}),
+             {}),
         Case("ppg_peaks", lambda: ppg_mod.ppg_peaks(ppg, fs_ppg),
-             {"reference": lambda: ref.ppg_peaks_ref(ppg, fs_ppg)}),
+             {}),
         Case("eda_scr", lambda: eda_mod.eda_scr(eda, fs_eda),
-             {"reference": lambda: ref.eda_scr_ref(eda, fs_eda)}),
+             {}),
     ]
 
 
-def _fixed_cases() -> list[tuple[str, Case]]:
-    """Cases whose size is fixed by the target: a 162x162 face box, the 30-minute MIT-BIH record."""
+def _fixed_cases(data_dir: Path, on_skip: Callable[[str], None]) -> list[tuple[str, Case]]:
+    """Cases whose size is fixed by the target: a 162x162 face box, the 30-minute MIT-BIH record
+    (from ``data_dir``; when it is not there, ``on_skip`` is told why and the row is left out)."""
     import cv2
 
-    ecg_mod, roi = _kernels("ecg", "roi")
-    from edge.signals.reference import physio as ref_physio
-    from edge.signals.reference import roi_hr_tfr as ref_rht
+    from edge.signals import ecg as ecg_mod
+    from edge.signals import roi
 
     rng = np.random.default_rng(0)
     frame = rng.integers(0, 256, size=(480, 640, 3), dtype=np.uint8)
@@ -198,18 +217,19 @@ def _fixed_cases() -> list[tuple[str, Case]]:
     cases = [
         ("162x162 box", Case(
             "roi_mean_rgb skin", lambda: roi.roi_mean_rgb(frame, box, skin=True),
-            {"numpy reference": lambda: ref_rht.roi_mean_rgb_ref(frame, box, skin=True),
-             "cv2.mean, no skin mask": lambda: cv2.mean(frame[y:y + h, x:x + w])},
+            {"cv2.mean, no skin mask": lambda: cv2.mean(frame[y:y + h, x:x + w])},
             unit="box")),
     ]
-    if MITDB_100.with_suffix(".dat").exists():
+    record = Path(data_dir) / MITDB_100
+    missing = [f for f in (record.with_suffix(".hea"), record.with_suffix(".dat")) if not f.is_file()]
+    if missing:
+        on_skip(f"skipped mitdb row: {missing[0]} not found")
+    else:
         from firmware_bridge.formats import wfdb
 
-        signals, fs, _names = wfdb.read_signals(MITDB_100)
+        signals, fs, _names = wfdb.read_signals(record)
         mlii = np.ascontiguousarray(signals[:, 0])
-        cases.append(("MIT-BIH 100, 30 min", Case(
-            "ecg_peaks", lambda: ecg_mod.ecg_peaks(mlii, fs),
-            {"reference (scipy Pan-Tompkins)": lambda: ref_physio.ecg_peaks_ref(mlii, fs)})))
+        cases.append(("MIT-BIH 100, 30 min", Case("ecg_peaks", lambda: ecg_mod.ecg_peaks(mlii, fs), {})))
     return cases
 
 
@@ -233,11 +253,27 @@ def _measure(case: Case, size: str, repeat: int, first: dict[str, float]) -> dic
     return row
 
 
-def run_signal_benchmarks(lengths_s=(10.0, 60.0, 300.0), repeat: int = 15, dense_max_s: float = 60.0) -> list[dict]:
-    """Run every case; returns one dict per (case, size) with times in ms and speed-ups."""
+def run_signal_benchmarks(lengths_s=(10.0, 60.0, 300.0), repeat: int = 15, dense_max_s: float = 60.0,
+                          data_dir: str | os.PathLike | None = None,
+                          on_skip: Callable[[str], None] | None = None) -> list[dict]:
+    """Run every case.
+
+    Args:
+        lengths_s: signal lengths of the length-dependent cases, s.
+        repeat: timed runs per kernel (the median is reported; baselines get a third of them).
+        dense_max_s: longest signal the O(N^3) dense-detrend baselines are run on, s.
+        data_dir: the data folder holding ``ecg/mitdb-100/100.{hea,dat}`` (None:
+            :func:`default_data_dir`).
+        on_skip: called with one line for each row that cannot run and why (None: ignored).
+
+    Returns:
+        One dict per (case, size): ``case``, ``size``, ``kernel_ms``, ``first_call_ms``,
+        ``per_s``, ``unit`` and ``baselines`` (name -> ``ms``, ``speedup`` = baseline / kernel).
+    """
     first: dict[str, float] = {}
     rows = []
-    for size, case in _fixed_cases():
+    data = Path(data_dir) if data_dir is not None else default_data_dir()
+    for size, case in _fixed_cases(data, on_skip or (lambda _line: None)):
         rows.append(_measure(case, size, repeat, first))
     for length_s in lengths_s:
         for case in _rppg_cases(length_s, dense_max_s) + _physio_cases(length_s):
@@ -246,6 +282,7 @@ def run_signal_benchmarks(lengths_s=(10.0, 60.0, 300.0), repeat: int = 15, dense
 
 
 def format_table(rows: list[dict], host: str) -> str:
+    """The rows of :func:`run_signal_benchmarks` as a text table under a host line."""
     lines = [
         f"host: {host}",
         "first call = compile, or Numba cache load when the cache is warm (run with --cold for a true cold start)",
@@ -253,7 +290,7 @@ def format_table(rows: list[dict], host: str) -> str:
         f"{'case':<24} {'size':<20} {'kernel ms':>10} {'per s':>10} {'first ms':>9}  baselines (ms, kernel speed-up)",
     ]
     for r in rows:
-        base = "; ".join(f"{k}: {v['ms']:.3f} ({v['speedup']}x)" for k, v in r["baselines"].items())
+        base = "; ".join(f"{k}: {v['ms']:.3f} ({v['speedup']}x)" for k, v in r["baselines"].items()) or "-"
         lines.append(
             f"{r['case']:<24} {r['size']:<20} {r['kernel_ms']:>10.4f} {r['per_s']:>10.1f} "
             f"{r['first_call_ms']:>9.1f}  {base}"

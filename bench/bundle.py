@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import platform
+import time
 from pathlib import Path
 
 import numpy as np
@@ -86,7 +87,9 @@ def bench_bundle(bundle, backends=("onnxruntime",), precisions=None, batches=DEF
 
     Returns:
         ``{"host", "inputs", "rows": [...], "notes": [...]}``; a row has backend, precision,
-        batch, runs, p50_ms, p99_ms, mean_ms, windows_per_s, speedup_p50 (vs fp32, same backend
+        batch, runs, p50_ms, p99_ms, mean_ms, windows_per_s (windows over the time spent in
+        ``Engine.run``), windows (timed windows: runs x batch), timed_s (wall time of the timed
+        runs as this function clocked them, loop included), speedup_p50 (vs fp32, same backend
         and batch; None for fp32 or when fp32 was not run), graph and providers.
 
     Raises:
@@ -116,7 +119,7 @@ def bench_bundle(bundle, backends=("onnxruntime",), precisions=None, batches=DEF
                     feeds = batch_of(windows, batch) if windows is not None else engine.dummy_inputs(batch)
                     total = max(20, int(round(runs / batch)))
                     engines.append({"engine": engine, "backend": backend, "precision": precision,
-                                    "batch": batch, "feeds": feeds, "total": total})
+                                    "batch": batch, "feeds": feeds, "total": total, "timed_s": 0.0})
         for case in engines:
             eng = case["engine"]
             for _ in range(warmup):
@@ -125,8 +128,10 @@ def bench_bundle(bundle, backends=("onnxruntime",), precisions=None, batches=DEF
         for r in range(rounds):
             for case in engines:
                 per_round = case["total"] // rounds + (1 if r < case["total"] % rounds else 0)
+                t0 = time.perf_counter()
                 for _ in range(per_round):
                     case["engine"].run(case["feeds"])
+                case["timed_s"] += time.perf_counter() - t0
         rows = []
         for case in engines:
             eng = case["engine"]
@@ -138,7 +143,8 @@ def bench_bundle(bundle, backends=("onnxruntime",), precisions=None, batches=DEF
                 "backend": meta.get("backend", case["backend"]), "backend_requested": case["backend"],
                 "precision": meta.get("precision", case["precision"]), "batch": case["batch"],
                 "runs": stats.count, "p50_ms": stats.p50_ms, "p99_ms": stats.p99_ms, "mean_ms": stats.mean_ms,
-                "windows_per_s": stats.items_per_s, "graph": meta.get("graph"),
+                "windows_per_s": stats.items_per_s, "windows": case["total"] * case["batch"],
+                "timed_s": case["timed_s"], "graph": meta.get("graph"),
                 "providers": meta.get("providers"), "threads": threads,
             })
     finally:
@@ -148,7 +154,7 @@ def bench_bundle(bundle, backends=("onnxruntime",), precisions=None, batches=DEF
         ref = next((r for r in rows if r["backend"] == row["backend"] and r["batch"] == row["batch"]
                     and r["precision"] == "fp32"), None)
         row["speedup_p50"] = (None if ref is None or row["precision"] == "fp32"
-                              else round(ref["p50_ms"] / row["p50_ms"], 3))
+                              else ref["p50_ms"] / row["p50_ms"])
     return {"host": host_description(), "inputs": inputs_note, "rows": rows, "notes": notes,
             "bundle": str(bundle.root), "model": bundle.manifest.model_name}
 
@@ -156,7 +162,7 @@ def bench_bundle(bundle, backends=("onnxruntime",), precisions=None, batches=DEF
 def host_description() -> str:
     """The signal benchmarks' host line plus the ONNX Runtime version and CPU flags that
     decide its INT8 kernels (VNNI / AMX)."""
-    from edge.benchmarks import host_description as base
+    from bench.host import host_description as base
 
     extra = []
     try:

@@ -3,11 +3,11 @@
 Each function here follows the same published method and the same rules as its Numba
 kernel, written for reading rather than speed: SciPy does the filtering and peak finding,
 Python loops do the decisions. Tests compare kernel and reference (each test states its
-tolerance) and ``emofuse bench signals`` times one against the other.
+tolerance).
 
 - :func:`ecg_peaks_ref` - :func:`edge.signals.ecg.ecg_peaks` (Pan & Tompkins 1985).
 - :func:`ppg_peaks_ref` - :func:`edge.signals.ppg.ppg_peaks` (Elgendi et al. 2013).
-- :func:`hrv_ref` - :func:`edge.signals.hrv.hrv` (Task Force 1996 time-domain HRV).
+- :func:`hrv_ref` - :func:`edge.signals.hrv.hrv_time` (Task Force 1996 time-domain HRV).
 - :func:`eda_decompose_ref`, :func:`eda_scr_ref` - :mod:`edge.signals.eda`.
 """
 from __future__ import annotations
@@ -237,7 +237,7 @@ def ppg_peaks_ref(ppg: np.ndarray, fs: float) -> np.ndarray:
 
 
 def hrv_ref(peaks: np.ndarray, fs: float) -> tuple[float, float, float, int]:
-    """Python twin of :func:`edge.signals.hrv.hrv` (Task Force 1996, local-median 20 % rule).
+    """Python twin of :func:`edge.signals.hrv.hrv_time` (Task Force 1996, local-median 20 % rule).
 
     Args:
         peaks: int beat sample indices, strictly increasing.

@@ -126,7 +126,7 @@ _NEEDS_POSITIVE_MEAN = {"green", "chrom", "pos", "pbv"}
 
 
 def rppg_reference(rgb, fs: float, method: str = "pos", window_s: float = 1.6) -> np.ndarray:
-    """Per-window Python loop with the same conventions as ``edge.signals.rppg.rppg``.
+    """Per-window Python loop with the same conventions as ``edge.signals.rppg.rppg_extract``.
 
     Args:
         rgb: (N, 3) R, G, B skin means; NaN rows allowed.

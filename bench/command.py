@@ -1,7 +1,7 @@
-"""``emofuse bench signals``: throughput of the Numba kernels against their NumPy references;
-``emofuse bench BUNDLE``: latency and throughput of an exported bundle per backend, precision
-and batch (:mod:`edge.benchmarks_bundle`); ``emofuse bench pipeline``: the whole runtime on a
-recording against the issue-6 targets (:mod:`edge.bench_pipeline`, docs/PERFORMANCE.md).
+"""``emofuse bench signals``: throughput of the Numba kernels against NumPy/SciPy baselines
+(:mod:`bench.signals`); ``emofuse bench BUNDLE``: latency and throughput of an exported bundle
+per backend, precision and batch (:mod:`bench.bundle`); ``emofuse bench pipeline``: the whole
+runtime on a recording against the issue-6 targets (:mod:`bench.pipeline`, docs/PERFORMANCE.md).
 
 The figures go in docs/BENCHMARKS.md and docs/QUANTIZATION.md. Speed is measured here, never
 in timed tests (STYLE 14).
@@ -20,8 +20,9 @@ def register(subparsers) -> None:
         "bench",
         help="benchmark the signal kernels (bench signals), a bundle (bench BUNDLE) or the "
         "pipeline (bench pipeline)",
-        description="'bench signals': per-kernel throughput of the Numba kernels against their "
-        "NumPy/SciPy references, with the Numba compile (cold-start) time shown apart. "
+        description="'bench signals': per-kernel throughput of the Numba kernels against "
+        "NumPy/SciPy baselines, with the Numba compile (cold-start) time shown apart; rows that "
+        "cannot run (the MIT-BIH record not found) are named on stderr. "
         "'bench BUNDLE': latency p50/p99 and throughput of a bundle per backend, precision and "
         "batch, after warm-up, with the host's description. 'bench pipeline': the whole runtime "
         "on a recording (replay speed, latency, memory, start-up, per-stage time, a Jetson Orin "
@@ -43,7 +44,10 @@ def register(subparsers) -> None:
         help="do not pin the process to one core (default: one core, as the targets are stated)",
     )
     p.add_argument("--dense-max-s", type=float, default=60.0,
-                   help="longest signal the O(N^3) dense-detrend reference is run on (default 60)")
+                   help="longest signal the O(N^3) dense-detrend baseline is run on (default 60)")
+    p.add_argument("--data", default=None, metavar="DIR",
+                   help="data folder holding ecg/mitdb-100/100.hea (bench signals; default: "
+                   "$EMOFUSE_DATA, else ../shared/data from the current directory)")
     p.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
     b = p.add_argument_group("bundle benchmark (bench BUNDLE)")
     b.add_argument("--backend", nargs="+", default=["onnxruntime"],
@@ -92,16 +96,17 @@ def run(args) -> int:
     if not args.all_cores and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
 
-    from edge import benchmarks
+    from bench import signals
 
-    rows = benchmarks.run_signal_benchmarks(
-        lengths_s=args.lengths_s, repeat=args.repeat, dense_max_s=args.dense_max_s
+    rows = signals.run_signal_benchmarks(
+        lengths_s=args.lengths_s, repeat=args.repeat, dense_max_s=args.dense_max_s, data_dir=args.data,
+        on_skip=lambda line: print(f"emofuse bench: {line}", file=sys.stderr, flush=True),
     )
     if args.json:
         for row in rows:
             print(json.dumps(row))
     else:
-        sys.stdout.write(benchmarks.format_table(rows, host=benchmarks.host_description()))
+        sys.stdout.write(signals.format_table(rows, host=signals.host_description()))
     return 0
 
 
@@ -122,7 +127,7 @@ def run_bundle(args) -> int:
         # scheduler from moving the run between cores mid-measurement.
         os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
 
-    from edge import benchmarks_bundle as bb
+    from bench import bundle as bb
 
     result = bb.bench_bundle(
         args.target, backends=args.backend, precisions=args.precision,
@@ -138,7 +143,7 @@ def run_pipeline(args) -> int:
 
     if args.fast_runs < 1:
         raise ConfigError("--fast-runs must be >= 1")
-    from edge import bench_pipeline as bp
+    from bench import pipeline as bp
 
     report = bp.bench_pipeline(
         args.recording, minutes=args.minutes, bundle=args.bundle, paced_s=args.paced_s,
