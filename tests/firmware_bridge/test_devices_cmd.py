@@ -30,7 +30,12 @@ def test_json_on_this_machine(capsys):
     assert report["opencv"]["gstreamer"] is opencv_has_gstreamer()
     assert report["opencv"]["ffmpeg"] is True  # the PyPI wheel and JetPack's both have it
     assert all(not p["legacy"] for p in report["serial_ports"])  # hidden without --all
-    assert report["hidden_serial_ports"] >= 0
+    legacy = sorted(p.device for p in devices.find_serial_ports() if p.legacy)
+    assert report["hidden_serial_ports"] == len(legacy)
+    code, out = run_devices(["--json", "--no-probe", "--all"], capsys)
+    report = json.loads(out)
+    assert report["hidden_serial_ports"] == 0
+    assert sorted(p["device"] for p in report["serial_ports"] if p["legacy"]) == legacy
 
 
 def test_table_says_none_found_cleanly(tmp_path, capsys):
