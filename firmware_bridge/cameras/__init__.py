@@ -8,7 +8,9 @@
   (:class:`NetworkSource`);
 - ``csi://0?width=1280&height=720&fps=30``: a Jetson CSI camera via GStreamer
   (:class:`CsiSource`);
-- ``sim://?hr_bpm=72&duration_s=30&seed=0``: the synthetic face camera (:class:`SimCameraSource`).
+- ``sim://?hr_bpm=72&duration_s=30&seed=0``: the synthetic face camera (:class:`SimCameraSource`);
+- ``replay://DIR`` (or a recording folder itself): the frames of a recording
+  (:class:`ReplayCameraSource`, :func:`firmware_bridge.recording.open_recording`).
 
 ``SOURCES`` maps a scheme to its class: a new kind of source is one new entry. Finite sources
 end with ``StopIteration`` (``end_reason`` says why); live ones keep only the newest frame,
@@ -51,6 +53,7 @@ from firmware_bridge.cameras.live import (
     opencv_has_gstreamer,
     redact_url,
 )
+from firmware_bridge.cameras.replay import ReplayCameraSource, is_recording_folder
 from firmware_bridge.cameras.sim import SimCameraSource
 from firmware_bridge.errors import ConfigError
 from firmware_bridge.uri import split_query, split_scheme
@@ -65,16 +68,19 @@ SOURCES: dict[str, type[CameraSource]] = {
     "https": NetworkSource,
     "csi": CsiSource,
     "sim": SimCameraSource,
+    "replay": ReplayCameraSource,
 }
 
 _NETWORK = ("rtsp", "rtsps", "http", "https")
-_WITH_QUERY = ("csi", "sim")
+_WITH_QUERY = ("csi", "sim", "replay")
 
 
 def _local_scheme(path: str) -> str:
     if re.fullmatch(r"\d+|/dev/video\d+", path):
         return "v4l2"
-    return "folder" if Path(path).is_dir() else "file"
+    if Path(path).is_dir():
+        return "replay" if is_recording_folder(path) else "folder"
+    return "file"
 
 
 def parse_camera_uri(uri: str | os.PathLike | int) -> CameraUri:
@@ -157,6 +163,7 @@ __all__ = [
     "LiveSource",
     "LiveVideoFileSource",
     "NetworkSource",
+    "ReplayCameraSource",
     "SimCameraSource",
     "V4l2Source",
     "VideoFileSource",

@@ -121,7 +121,7 @@ def test_replay_equals_what_was_recorded(recorded):
 def test_manifest_describes_the_session(recorded):
     out, session, frames, chunks = recorded
     m = json.loads((out / "manifest.json").read_text())
-    assert m["format"] == "emofuse-recording" and m["format_version"] == 1 and m["closed"] is True
+    assert m["format"] == "emofuse-recording" and m["format_version"] == 2 and m["closed"] is True
     assert m["start"]["unix_ns"] <= m["end"]["unix_ns"]
     assert m["camera"]["frames"] == len(frames) and m["camera"]["lossless"] is True
     assert (m["camera"]["width"], m["camera"]["height"]) == (96, 72)
