@@ -222,15 +222,34 @@ class ExpressionRig:
         size: frame (width, height) px.
         origin: frame position (x, y) px of the unscaled photo's pixel (0, 0).
         scale: (kx, ky) frame px per photo px.
+        landmarks: the photo's landmarks, name -> (x, y) photo px (default: the astronaut's,
+            :data:`PHOTO_LANDMARKS`); every name of :data:`PHOTO_LANDMARKS` is needed.
+        unit: photo px per astronaut-photo px: the warps' sizes and displacements are given on
+            the astronaut's 95 px face box and scale with the photo's face (default 1).
+        tone_ellipse: ((cx, cy), (ax, ay)) photo px of :meth:`tone_mask` (default: the
+            astronaut's face and neck).
+
+    Raises:
+        ConfigError: a landmark missing or unit <= 0.
 
     The fields are computed once (float32 (H, W, 2) each, in frame px); :meth:`field` mixes
     them for given intensities and :meth:`warp` applies a field to an image.
     """
 
-    def __init__(self, size: tuple[int, int], origin: tuple[float, float], scale: tuple[float, float]) -> None:
+    def __init__(self, size: tuple[int, int], origin: tuple[float, float], scale: tuple[float, float],
+                 landmarks: dict[str, tuple[float, float]] | None = None, unit: float = 1.0,
+                 tone_ellipse: tuple[tuple[float, float], tuple[float, float]] | None = None) -> None:
         self.size = (int(size[0]), int(size[1]))
         self._origin = (float(origin[0]), float(origin[1]))
         self._scale = (float(scale[0]), float(scale[1]))
+        self._landmarks = PHOTO_LANDMARKS if landmarks is None else dict(landmarks)
+        missing = sorted(set(PHOTO_LANDMARKS) - set(self._landmarks))
+        if missing:
+            raise ConfigError(f"ExpressionRig: landmarks lack {', '.join(missing)}")
+        if not (np.isfinite(unit) and unit > 0):
+            raise ConfigError(f"ExpressionRig: unit must be > 0, got {unit}")
+        self._unit = float(unit)
+        self._tone_ellipse = _TONE_ELLIPSE if tone_ellipse is None else tone_ellipse
         w, h = self.size
         self._grid_x, self._grid_y = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
         self._bases = {
@@ -241,14 +260,19 @@ class ExpressionRig:
         }
 
     def _to_frame(self, landmark: str) -> tuple[float, float]:
-        x, y = PHOTO_LANDMARKS[landmark]
+        x, y = self._landmarks[landmark]
         return self._origin[0] + self._scale[0] * x, self._origin[1] + self._scale[1] * y
 
     def _basis(self, parts: Sequence[_Component]) -> np.ndarray:
         kx, ky = self._scale
+        u = self._unit
         out = np.zeros(self._grid_x.shape + (2,), np.float32)
         for part in parts:
             kind, landmark, sx, sy = part[:4]
+            if u != 1.0:
+                sx, sy = sx * u, sy * u
+                if kind == "shift":
+                    part = part[:4] + (part[4] * u, part[5] * u)
             cx, cy = self._to_frame(landmark)
             ux = (self._grid_x - cx) / (kx * sx)
             uy = (self._grid_y - cy) / (ky * sy)
@@ -314,7 +338,7 @@ class ExpressionRig:
     def tone_mask(self) -> np.ndarray:
         """Soft face-and-neck weights in [0, 1], float32 (H, W): where skin_tone_rgb applies."""
         w, h = self.size
-        (cx, cy), (ax, ay) = _TONE_ELLIPSE
+        (cx, cy), (ax, ay) = self._tone_ellipse
         fx, fy = self._origin[0] + self._scale[0] * cx, self._origin[1] + self._scale[1] * cy
         ux = (self._grid_x - fx) / (self._scale[0] * ax)
         uy = (self._grid_y - fy) / (self._scale[1] * ay)

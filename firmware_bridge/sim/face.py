@@ -30,7 +30,8 @@ import cv2
 import numpy as np
 
 from firmware_bridge.errors import ConfigError
-from firmware_bridge.sim.expression import ExpressionRig, FaceAppearance
+from firmware_bridge.sim.expression import _TONE_ELLIPSE, ExpressionRig, FaceAppearance
+from firmware_bridge.sim.faces import FacePhoto, colourise, tone_pulse_factors
 
 __all__ = ["FaceRenderer", "PHOTO_FACE_BOX", "PBV_RGB", "Motion"]
 
@@ -95,6 +96,21 @@ def _photo_backdrop() -> np.ndarray:
     return soft
 
 
+@functools.lru_cache(maxsize=1)
+def _astronaut_tone_mask() -> np.ndarray:
+    # The rig's face-and-neck tone ellipse on the unscaled photo (flat inside, cosine ramp from
+    # r = 0.8 to 1.2), where a skin tone colourises her.
+    bgr, _ = _photo()
+    h, w = bgr.shape[:2]
+    (cx, cy), (ax, ay) = _TONE_ELLIPSE
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    r = np.sqrt(((xx - cx) / ax) ** 2 + ((yy - cy) / ay) ** 2)
+    ramp = np.clip((1.2 - r) / 0.4, 0.0, 1.0)
+    mask = (0.5 - 0.5 * np.cos(np.pi * ramp)).astype(np.float32)
+    mask.setflags(write=False)
+    return mask
+
+
 class FaceRenderer:
     """Renders frames of the pulsing face at given times; one instance per session.
 
@@ -113,6 +129,11 @@ class FaceRenderer:
         seed: seed of the per-frame sensor noise.
         appearance: the subject's look (:class:`~firmware_bridge.sim.expression.FaceAppearance`);
             None or the default = the plain photo.
+        photo: the identity's base photo (:class:`~firmware_bridge.sim.faces.FacePhoto`); None =
+            the astronaut.
+        skin_tone: Monk Skin Tone 1-10 that colourises the face, with the pulse scaled per
+            channel by :func:`~firmware_bridge.sim.faces.tone_pulse_factors`; None = the photo's
+            own colours (grey for a grey photo) and the plain Pbv pulse.
 
     Raises:
         ConfigError: a parameter out of range.
@@ -128,6 +149,8 @@ class FaceRenderer:
         jpeg_quality: int | None = None,
         seed: int = 0,
         appearance: FaceAppearance | None = None,
+        photo: FacePhoto | None = None,
+        skin_tone: int | None = None,
     ) -> None:
         w, h = (int(v) for v in frame_size)
         if w < 64 or h < 64:
@@ -142,7 +165,13 @@ class FaceRenderer:
             raise ConfigError(f"jpeg_quality must be within 1-100 or None, got {jpeg_quality}")
         if appearance is not None and not isinstance(appearance, FaceAppearance):
             raise ConfigError(f"appearance must be a FaceAppearance or None, got {type(appearance).__name__}")
+        if photo is not None and not isinstance(photo, FacePhoto):
+            raise ConfigError(f"photo must be a FacePhoto or None, got {type(photo).__name__}")
+        # Validates the tone (ConfigError) and gives the pulse's per-channel survival.
+        self.pulse_factors_rgb = (1.0, 1.0, 1.0) if skin_tone is None else tone_pulse_factors(skin_tone)
         self.appearance = appearance if appearance is not None else FaceAppearance()
+        self.photo = photo
+        self.skin_tone = None if skin_tone is None else int(skin_tone)
         self.size = (w, h)
         self.pulse_amplitude = float(pulse_amplitude)
         self.noise_sigma = float(noise_sigma)
@@ -152,8 +181,8 @@ class FaceRenderer:
 
     def _build(self, face_scale: float, face_center: tuple[float, float]) -> None:
         w, h = self.size
-        photo, mask = _photo()
-        bx, by, bw, bh = PHOTO_FACE_BOX
+        photo, mask, photo_tone, backdrop_photo = self._source()
+        bx, by, bw, bh = self._photo_box
         k = face_scale * h / bh
         # The appearance's proportions stretch the photo about its own pixel grid; at 1 and 1
         # this is exactly the plain photo's scaling.
@@ -194,34 +223,70 @@ class FaceRenderer:
             alpha = feather[sy, sx][:, :, None]
             base[y0:y1, x0:x1] = alpha * scaled[sy, sx] + (1.0 - alpha) * base[y0:y1, x0:x1]
             skin_full[y0:y1, x0:x1] = skin[sy, sx] * feather[sy, sx]
+        self._tone_full = None
+        if photo_tone is not None:
+            self._tone_full = np.zeros((h, w), np.float32)
+            if x1 > x0 and y1 > y0:
+                placed = cv2.resize(photo_tone, (pw, ph), interpolation=interp)
+                self._tone_full[y0:y1, x0:x1] = placed[sy, sx] * feather[sy, sx]
         if not self.appearance.is_default:
             photo_alpha = np.zeros((h, w), np.float32)
             backdrop = np.zeros((h, w), np.float32)
             if x1 > x0 and y1 > y0:
                 photo_alpha[y0:y1, x0:x1] = feather[sy, sx]
-                placed = cv2.resize(_photo_backdrop(), (pw, ph), interpolation=cv2.INTER_AREA if shrink
-                                    else cv2.INTER_LINEAR)
-                backdrop[y0:y1, x0:x1] = placed[sy, sx]
+                if backdrop_photo is not None:
+                    placed = cv2.resize(backdrop_photo, (pw, ph), interpolation=cv2.INTER_AREA if shrink
+                                        else cv2.INTER_LINEAR)
+                    backdrop[y0:y1, x0:x1] = placed[sy, sx]
             base, skin_full = self._apply_appearance(base, skin_full, photo_alpha, backdrop)
-        weights_bgr = np.asarray(PBV_RGB[::-1], np.float32) / PBV_RGB[1]
+        # The pulse per channel: the Pbv signature, diluted on darker tones by the surface
+        # reflection (faces.tone_pulse_factors).
+        weights_bgr = (np.asarray(PBV_RGB[::-1], np.float32) / PBV_RGB[1]
+                       * np.asarray(self.pulse_factors_rgb[::-1], np.float32))
         self._base = np.ascontiguousarray(base)
         self._skin = skin_full
         # Per-pixel, per-channel intensity lost per unit of blood volume at unit amplitude.
         self._pulse_gain = np.ascontiguousarray(base * skin_full[:, :, None] * weights_bgr)
         self._center = (self.face_box0[0] + self.face_box0[2] / 2.0, self.face_box0[1] + self.face_box0[3] / 2.0)
 
+    def _source(self) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
+        # The base photo (BGR float32), its pulsing skin, its tone weights (None: the rig's
+        # ellipse) and its backdrop (None: none), coloured to the skin tone if one is set.
+        if self.photo is None:
+            bgr, mask = _photo()
+            self._photo_box = PHOTO_FACE_BOX
+            if self.skin_tone is None:
+                return bgr, mask, None, _photo_backdrop()
+            gray = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY).astype(np.float32)
+            tone = _astronaut_tone_mask()
+            return colourise(gray, mask, tone, self.skin_tone, rest=bgr.astype(np.float32)), mask, None, \
+                _photo_backdrop()
+        p = self.photo
+        self._photo_box = p.face_box
+        gray = p.gray
+        if self.skin_tone is None:
+            bgr = np.repeat(gray[:, :, None], 3, axis=2)
+        else:
+            bgr = p.colourise(self.skin_tone)
+        return bgr, p.skin, p.tone, None
+
     @functools.cached_property
     def rig(self) -> ExpressionRig:
         """The expression warps on this frame layout (built on first use)."""
         origin, scale = self._placement
-        return ExpressionRig(self.size, origin, scale)
+        if self.photo is None:
+            return ExpressionRig(self.size, origin, scale)
+        bw = self.photo.face_box[2]
+        # The astronaut's warps were drawn on her 95 px face box; a photo's scale with its box.
+        return ExpressionRig(self.size, origin, scale, landmarks=self.photo.landmarks,
+                             unit=bw / PHOTO_FACE_BOX[2])
 
     def _apply_appearance(self, base: np.ndarray, skin: np.ndarray, photo_alpha: np.ndarray,
                           backdrop: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         a = self.appearance
         wall_gain = np.asarray(a.wall_tone_rgb[::-1], np.float32) - 1.0
         skin_gain = np.asarray(a.skin_tone_rgb[::-1], np.float32) - 1.0
-        tone = self.rig.tone_mask() * photo_alpha
+        tone = (self.rig.tone_mask() if self._tone_full is None else self._tone_full) * photo_alpha
         # Gains as (1 + weight * (g - 1)): the wall where the photo is absent and the photo's
         # own backdrop, the face and neck where the tone mask is; the feathered photo edge
         # blends them.

@@ -27,6 +27,8 @@ __all__ = ["SimConfig", "SyntheticSession", "Trace", "synth_session"]
 
 # Independent random streams, one per component (see module docstring).
 _STREAM_BEATS, _STREAM_ECG, _STREAM_PPG, _STREAM_EDA, _STREAM_MOTION, _STREAM_LIGHT, _STREAM_CLOCK = range(1, 8)
+# The identity and skin tone chosen from the seed when they are not given.
+_STREAM_FACE = 8
 
 
 @dataclass(frozen=True)
@@ -103,6 +105,15 @@ class SimConfig:
         face_appearance: the subject's look: skin tone, background tint, face proportions,
             landmark offsets (:class:`~firmware_bridge.sim.expression.FaceAppearance`).
 
+    Identity and skin tone (see :mod:`firmware_bridge.sim.faces`):
+        faces: a folder of face photos (``labels.csv`` with ``file,expression,identity`` and
+            the images, or just images); None = the astronaut photo.
+        identity: which identity of ``faces``: an index 0..n-1 into its sorted identities, an
+            identity label or a file name; None = chosen from ``seed``. Needs ``faces``.
+        skin_tone: Monk Skin Tone 1 (lightest) to 10 (darkest) that colourises the face, the
+            pulse's strength per channel following it; None = the astronaut's own colours, or
+            for a face photo a tone chosen from ``seed``.
+
     Raises (on construction):
         ConfigError: any setting out of range.
     """
@@ -146,6 +157,9 @@ class SimConfig:
     expression_arousal: float | tuple[tuple[float, float], ...] = 0.0
     expressivity: float = 1.0
     face_appearance: FaceAppearance = field(default_factory=FaceAppearance)
+    faces: str | None = None
+    identity: int | str | None = None
+    skin_tone: int | None = None
 
     def __post_init__(self) -> None:
         # Lists become tuples so a config stays hashable and truly frozen.
@@ -171,6 +185,12 @@ class SimConfig:
                     fix(name, tuple((float(t), float(v)) for t, v in spec))
                 else:
                     fix(name, float(spec))
+            if self.faces is not None:
+                fix("faces", str(self.faces))
+            if isinstance(self.identity, float) and self.identity == int(self.identity):
+                fix("identity", int(self.identity))
+            if isinstance(self.skin_tone, float) and self.skin_tone == int(self.skin_tone):
+                fix("skin_tone", int(self.skin_tone))
             if isinstance(self.face_appearance, dict):
                 fix("face_appearance", FaceAppearance(**self.face_appearance))
             if not isinstance(self.face_appearance, FaceAppearance):
@@ -211,6 +231,16 @@ class SimConfig:
         need(0 <= lo < hi <= self.fps / 2, "motion_band_hz must be (low, high) with 0 <= low < high <= fps/2")
         need(self.jpeg_quality is None or 1 <= self.jpeg_quality <= 100,
              f"jpeg_quality must be 1-100 or None, got {self.jpeg_quality}")
+        need(self.skin_tone is None or (isinstance(self.skin_tone, (int, np.integer))
+                                        and not isinstance(self.skin_tone, bool) and 1 <= self.skin_tone <= 10),
+             f"skin_tone must be a Monk Skin Tone 1-10 or None, got {self.skin_tone!r}")
+        need(self.identity is None or self.faces is not None,
+             "identity needs faces (a folder of face photos); without it the face is the astronaut")
+        need(self.identity is None or (isinstance(self.identity, (int, str, np.integer))
+                                       and not isinstance(self.identity, bool)),
+             f"identity must be an index, an identity label or a file name, got {self.identity!r}")
+        need(not isinstance(self.identity, (int, np.integer)) or self.identity >= 0,
+             f"identity index must be >= 0, got {self.identity}")
 
 
 # Allowed (inclusive) range of each scalar setting; the units are in the names.
@@ -295,6 +325,16 @@ class SyntheticSession:
         (n_frames,), face blood volume at the frame times, dimensionless, larger = more blood:
         the skin is darker then), frame(i), frames(), face_box(i), skin_mask(i), motion(i),
         illumination(i), expression(i).
+
+    Face truth:
+        face_truth: dict with ``identity`` (label, or ``"astronaut"``), ``photo`` (file name),
+            ``identity_index`` (None for the astronaut), ``face_box_detected`` (the Haar
+            cascade found the photo's box; False = the canonical box), ``skin_tone`` (Monk 1-10
+            or None), ``skin_tone_scale``, ``pulse_amplitude`` (green, as configured) and
+            ``pulse_amplitude_rgb`` (the relative darkening per channel at bvp = 1 on this tone).
+
+    Raises (on construction):
+        ConfigError: the faces folder is missing or empty, or the identity is not in it.
     """
 
     def __init__(self, config: SimConfig) -> None:
@@ -328,8 +368,39 @@ class SyntheticSession:
         idx = np.round((self.beat_times_s + c.ppg_delay_s) * c.fs_ppg_hz).astype(np.int64)
         self.ppg_peak_idx = _readonly(np.where(idx < n_ppg, idx, -1))
 
+        self._resolve_face(rng(_STREAM_FACE))
         self._make_eda(rng(_STREAM_EDA))
         self._make_video(rng(_STREAM_MOTION), rng(_STREAM_LIGHT), rng(_STREAM_CLOCK))
+
+    # -- identity and tone -------------------------------------------------------------------
+    def _resolve_face(self, rng: np.random.Generator) -> None:
+        from firmware_bridge.sim.faces import face_library, tone_pulse_factors
+        from firmware_bridge.sim.face import PBV_RGB
+
+        c = self.config
+        # Draw both even when given, so that giving one leaves the other's choice unchanged.
+        draw_identity, draw_tone = rng.random(), int(rng.integers(1, 11))
+        self._photo = None
+        truth: dict = {"identity": "astronaut", "photo": "skimage.data.astronaut", "identity_index": None,
+                       "face_box_detected": True}
+        tone = c.skin_tone
+        if c.faces is not None:
+            library = face_library(c.faces)
+            index = int(draw_identity * len(library)) if c.identity is None else library.index_of(c.identity)
+            self._photo = library.photo(index)
+            truth = {"identity": self._photo.identity, "photo": self._photo.file, "identity_index": index,
+                     "face_box_detected": self._photo.detected}
+            if tone is None:
+                tone = draw_tone
+        self.skin_tone = tone
+        factors = (1.0, 1.0, 1.0) if tone is None else tone_pulse_factors(tone)
+        truth.update(
+            skin_tone=tone,
+            skin_tone_scale="Monk Skin Tone (1 lightest - 10 darkest)",
+            pulse_amplitude=float(c.pulse_amplitude),
+            pulse_amplitude_rgb=[float(c.pulse_amplitude * f * w / PBV_RGB[1]) for f, w in zip(factors, PBV_RGB)],
+        )
+        self.face_truth = truth
 
     # -- EDA -------------------------------------------------------------------------------
     def _make_eda(self, rng: np.random.Generator) -> None:
@@ -392,7 +463,8 @@ class SyntheticSession:
     def _renderer(self) -> FaceRenderer:
         c = self.config
         return FaceRenderer(c.frame_size, c.face_scale, c.face_center, c.pulse_amplitude,
-                            c.noise_sigma, c.jpeg_quality, c.seed, appearance=c.face_appearance)
+                            c.noise_sigma, c.jpeg_quality, c.seed, appearance=c.face_appearance,
+                            photo=self._photo, skin_tone=self.skin_tone)
 
     def __len__(self) -> int:
         return self.n_frames
