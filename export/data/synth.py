@@ -39,7 +39,7 @@ __all__ = ["GENERATOR_VERSION", "SYNTH_PRESETS", "SynthConfig", "SynthTrial", "b
 log = logging.getLogger(__name__)
 
 #: Bumped whenever the generator changes what it produces: part of the cache key.
-GENERATOR_VERSION = "emofuse-synth/1"
+GENERATOR_VERSION = "emofuse-synth/2"
 
 #: Named sizes: ``default`` is the contract's dataset; ``tiny`` is for tests (one trial per
 #: valence x arousal quadrant, four subjects); ``small`` for quick experiments.
@@ -65,6 +65,13 @@ class SynthConfig:
             its start, s.
         frame_size: (width, height) px; small, the face filling most of it.
         face_scale: mean face-box height / frame height.
+
+    Identity and skin tone:
+        faces: a folder of face photos (``firmware_bridge.sim.faces.FaceLibrary``: e.g.
+            ``../shared/data/faces``); each subject gets its own identity (distinct while there
+            are enough, a seeded permutation of the folder's neutral identities). None = every
+            subject is the astronaut photo. Either way subjects' skin tones are spread over the
+            10 Monk tones (a seeded rotation: tone = 1 + (subject + offset) mod 10).
 
     Labels (self-reports 1-9, high when > 5):
         low_range, high_range: uniform ranges of the low and high scores. Latent intensities
@@ -113,6 +120,7 @@ class SynthConfig:
     scr_arousal_log: float = 0.8
     scr_amp_arousal_log: float = 0.5
     tonic_arousal_frac: float = 0.2
+    faces: str | None = None
 
     def __post_init__(self) -> None:
         try:
@@ -120,6 +128,8 @@ class SynthConfig:
             object.__setattr__(self, "low_range", tuple(float(v) for v in self.low_range))
             object.__setattr__(self, "high_range", tuple(float(v) for v in self.high_range))
             object.__setattr__(self, "scr_rate_per_min", tuple(float(v) for v in self.scr_rate_per_min))
+            if self.faces is not None:
+                object.__setattr__(self, "faces", str(self.faces))
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"SynthConfig: malformed setting ({exc})") from exc
         if int(self.n_subjects) != self.n_subjects or self.n_subjects < 1:
@@ -162,15 +172,32 @@ class SynthTrial:
     truth: dict
 
 
+def _identity_and_tone(cfg: SynthConfig, subject: int) -> tuple[int | None, int]:
+    """A subject's identity index in ``cfg.faces`` (None: the astronaut) and Monk skin tone."""
+    rng = np.random.default_rng([cfg.seed, 0x1DE47])
+    offset = int(rng.integers(10))
+    tone = 1 + (subject + offset) % 10
+    if cfg.faces is None:
+        return None, tone
+    from firmware_bridge.sim.faces import face_library
+
+    n = len(face_library(cfg.faces))
+    # A seeded permutation: distinct identities for up to n subjects, then they repeat.
+    return int(rng.permutation(n)[subject % n]), tone
+
+
 def _subject_params(cfg: SynthConfig, subject: int) -> dict:
-    """A subject's fixed traits: appearance, physiology baselines, reactivity, expressivity."""
+    """A subject's fixed traits: identity, skin tone, appearance, physiology baselines,
+    reactivity, expressivity."""
     from firmware_bridge.sim import FaceAppearance
 
     rng = np.random.default_rng([cfg.seed, 0x5B1EC7, subject])
-    # Skin tone: a common lightness factor plus a small hue shift, within the range the ROI's
-    # skin rule still accepts.
-    light = rng.uniform(0.88, 1.1)
-    skin = tuple(float(np.clip(light * g, 0.75, 1.25)) for g in (1.0 + rng.normal(0, 0.03, 3)))
+    identity, tone = _identity_and_tone(cfg, subject)
+    # Skin: the Monk tone sets lightness and hue (SimConfig.skin_tone); a small per-channel
+    # shift on top makes two subjects of one tone differ. (Drawn as before, so the other
+    # traits keep their values.)
+    rng.uniform(0.88, 1.1)
+    skin = tuple(float(np.clip(g, 0.9, 1.1)) for g in (1.0 + rng.normal(0, 0.03, 3)))
     appearance = FaceAppearance(
         skin_tone_rgb=skin,
         wall_tone_rgb=tuple(float(v) for v in rng.uniform(0.7, 1.3, 3)),
@@ -181,6 +208,8 @@ def _subject_params(cfg: SynthConfig, subject: int) -> dict:
         brow_height=float(rng.uniform(-0.6, 0.6)),
     )
     return {
+        "identity": identity,
+        "skin_tone": tone,
         "appearance": appearance,
         "face_scale": float(cfg.face_scale * rng.uniform(0.93, 1.07)),
         "face_center": (float(0.5 + rng.normal(0, 0.02)), float(0.5 + rng.normal(0, 0.02))),
@@ -305,6 +334,9 @@ def synth_trials(config: SynthConfig | None = None) -> list[SynthTrial]:
                 expression_arousal=tuple((float(t), float(v)) for t, v in zip(tk, a_knots)),
                 expressivity=sp["expressivity"],
                 face_appearance=sp["appearance"],
+                faces=cfg.faces,
+                identity=sp["identity"],
+                skin_tone=sp["skin_tone"],
             )
             in_window = (onsets >= cfg.lead_in_s) & (onsets < duration)
             truth = {
@@ -315,6 +347,8 @@ def synth_trials(config: SynthConfig | None = None) -> list[SynthTrial]:
                 "expression_valence": float(np.mean(v_knots) * sp["expressivity"]),
                 "expression_arousal": float(np.mean(a_knots) * sp["expressivity"]),
                 "expressivity": sp["expressivity"],
+                "skin_tone": sp["skin_tone"],
+                "identity_index": sp["identity"],
             }
             trials.append(SynthTrial(subject, trial, valence, arousal, sim, truth))
     return trials
@@ -349,6 +383,7 @@ def build_synth_dataset(
     cache_dir: str | Path | None = None,
     *,
     preset: str = "default",
+    faces: str | Path | None = None,
     config: SynthConfig | None = None,
     preprocessing: dict | None = None,
     progress: bool = False,
@@ -365,8 +400,10 @@ def build_synth_dataset(
             ``cache_dir/synth-<hash>.npz``, the hash covering the generator version, every
             setting and the preprocessing dict.
         preset: a key of :data:`SYNTH_PRESETS` (``"default"``, ``"small"``, ``"tiny"``).
-        config: full settings; when given, n_subjects / trials_per_subject / seed / preset
-            are ignored.
+        faces: a folder of face photos giving each subject an identity (``SynthConfig.faces``);
+            None = the astronaut for everyone (skin tones still vary).
+        config: full settings; when given, n_subjects / trials_per_subject / seed / preset /
+            faces are ignored.
         preprocessing: the model-input settings (default
             :data:`~export.data.preprocess.PREPROCESSING`), e.g. with another
             ``face.crop_size`` for a larger face encoder (:func:`export.train.preprocessing_for`).
@@ -378,7 +415,8 @@ def build_synth_dataset(
         per-trial truth.
 
     Raises:
-        ConfigError: an unknown preset or invalid setting.
+        ConfigError: an unknown preset or invalid setting, or a faces folder that is missing or
+            holds no photo.
 
     Method: see docs/DATASET.md (generative model) and :mod:`export.data.preprocess`.
     """
@@ -390,7 +428,7 @@ def build_synth_dataset(
             size["n_subjects"] = n_subjects
         if trials_per_subject is not None:
             size["trials_per_subject"] = trials_per_subject
-        config = SynthConfig(seed=seed, **size)
+        config = SynthConfig(seed=seed, faces=None if faces is None else str(faces), **size)
     if isinstance(workers, bool) or int(workers) != workers or workers < 1:
         raise ConfigError(f"workers must be an integer >= 1, got {workers!r}")
     preprocessing = copy.deepcopy(PREPROCESSING if preprocessing is None else preprocessing)
@@ -458,6 +496,14 @@ def _subject_summary(cfg: SynthConfig, subject: int) -> dict:
     out = {k: v for k, v in sp.items() if k != "appearance"}
     out["appearance"] = asdict(sp["appearance"])
     out["subject"] = subject
+    if cfg.faces is None:
+        out["identity"], out["photo"] = "astronaut", "skimage.data.astronaut"
+    else:
+        from firmware_bridge.sim.faces import face_library
+
+        out["photo"], out["identity"] = face_library(cfg.faces).entries[sp["identity"]]
+    out["identity_index"] = sp["identity"]
+    out["skin_tone_scale"] = "Monk Skin Tone (1 lightest - 10 darkest)"
     return out
 
 

@@ -250,3 +250,44 @@ def test_save_load_subset_and_corrupt_files(tiny, tmp_path):
         EmotionWindows(**arrays, meta=data.meta)
     with pytest.raises(ConfigError):
         build_synth_dataset(preset="huge")
+
+
+# -- identities and skin tones ------------------------------------------------------------------
+
+_FACES = __import__("tests.helpers", fromlist=["SHARED_DATA"]).SHARED_DATA / "faces"
+
+
+def test_subjects_get_tones_spread_over_the_scale_and_recorded(tiny):
+    data, _ = tiny
+    cfg = SynthConfig(n_subjects=24)
+    trials = synth_trials(cfg)
+    tones = [t.sim.skin_tone for t in trials if t.trial == 0]
+    # Every Monk tone, each 2-3 times among 24 subjects; the astronaut without a faces folder.
+    assert sorted(set(tones)) == list(range(1, 11)) and max(np.bincount(tones)) <= 3
+    assert all(t.sim.faces is None and t.sim.identity is None for t in trials)
+    subjects = data.meta["subjects"]
+    assert [s["skin_tone"] for s in subjects] == [t.sim.skin_tone for t in synth_trials(SynthConfig(
+        n_subjects=4, trials_per_subject=4)) if t.trial == 0]
+    assert all(s["identity"] == "astronaut" for s in subjects)
+    assert all(t["skin_tone"] == subjects[t["subject"]]["skin_tone"] for t in data.meta["truth"])
+    # Deterministic by seed, and another seed rotates the tones.
+    assert tones == [t.sim.skin_tone for t in synth_trials(cfg) if t.trial == 0]
+    other = [t.sim.skin_tone for t in synth_trials(SynthConfig(n_subjects=24, seed=1)) if t.trial == 0]
+    assert sorted(set(other)) == list(range(1, 11))
+
+
+@pytest.mark.skipif(not (_FACES / "labels.csv").is_file(), reason="../shared/data/faces is absent")
+def test_subjects_get_their_own_identity_from_a_faces_folder(tmp_path):
+    cfg = SynthConfig(n_subjects=24, faces=str(_FACES))
+    trials = synth_trials(cfg)
+    first = [t for t in trials if t.trial == 0]
+    assert len({t.sim.identity for t in first}) == 24
+    assert all(t.sim.identity == first[t.subject].sim.identity for t in trials)
+    assert [t.sim.identity for t in synth_trials(cfg) if t.trial == 0] == [t.sim.identity for t in first]
+    data = build_synth_dataset(config=SynthConfig(n_subjects=2, trials_per_subject=1, faces=str(_FACES)))
+    subjects = data.meta["subjects"]
+    assert subjects[0]["identity"] != subjects[1]["identity"] and subjects[0]["photo"].endswith(".jpg")
+    assert data.meta["config"]["faces"] == str(_FACES)
+    # Two identities give two different faces in the windows.
+    diff = np.abs(data.face_clip[0].astype(np.int16) - data.face_clip[1].astype(np.int16)).mean()
+    assert diff > 10.0
