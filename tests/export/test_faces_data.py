@@ -71,3 +71,25 @@ def test_load_faces_reads_crops_labels_and_caches(shared_data, tmp_path):
 def test_missing_labels_is_one_clear_error(tmp_path):
     with pytest.raises(BadInputError, match="labels.csv"):
         read_labels(tmp_path)
+
+
+def test_default_crop_is_edge_stills_still_face(shared_data):
+    """Training crops are the crops emofuse faces / the device cut (edge.stills.still_face)."""
+    from edge.stills import read_image, still_face
+
+    from export.faces.data import StillCropper, read_labels
+
+    root = shared_data / "faces"
+    cropper = StillCropper()
+    found = 0
+    for row in read_labels(root)[:12]:
+        img = read_image(root / "images" / row["file"])
+        crop, detected = cropper(img, 64)
+        ref = still_face(img, cropper.settings(64))
+        assert detected == ref.found
+        if ref.found:
+            found += 1
+            np.testing.assert_array_equal(crop, ref.crop)
+        else:
+            assert crop.shape == (64, 64, 3)
+    assert found >= 6
