@@ -43,6 +43,8 @@ class Reason(str, enum.Enum):
             sensor (no PPG / EDA stream).
         CONTACT_GAP: a contact stream has a hole: samples lost, sensor unplugged, or not
             enough valid samples in the window.
+        CONTACT_UNITS: a contact stream is not in the units the bundle's preprocessing declares
+            for it (EDA in microsiemens), so its model row and its reported values are left out.
         MODEL_INPUT_MISSING: the emotion model's inputs could not be formed (a modality it
             needs is absent); the specific cause is listed beside it.
 
@@ -55,6 +57,7 @@ class Reason(str, enum.Enum):
     LOW_PULSE_QUALITY = "low_pulse_quality"
     NO_CONTACT_SENSOR = "no_contact_sensor"
     CONTACT_GAP = "contact_gap"
+    CONTACT_UNITS = "contact_units"
     MODEL_INPUT_MISSING = "model_input_missing"
 
     def __str__(self) -> str:

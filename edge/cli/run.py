@@ -315,7 +315,13 @@ def run_command(args: argparse.Namespace) -> int:
         for w in (video, writers):
             if w is not None:
                 w.close()
+        # Also after Ctrl-C: what the run produced and where it went.
+        print(pipeline.summary(_files_written(cfg)), file=sys.stderr, flush=True)
     return 0
+
+
+def _files_written(cfg: dict) -> list[str]:
+    return [str(cfg[k]) for k in ("out", "csv", "video", "report") if cfg.get(k) and cfg[k] != "-"]
 
 
 # -- the demo ---------------------------------------------------------------------------------------
@@ -361,7 +367,7 @@ def _demo(cfg: dict) -> int:
     for key, name in (("out", "results.jsonl"), ("video", "demo.avi"), ("report", "report.png")):
         if not cfg[key]:
             cfg[key] = str(out_dir / name)
-    fps = float(bundle.preprocessing["fps"])
+    fps = float(bundle.preprocessing.fps)
     # A little longer than asked, so the last hop has its frames and samples.
     session = demo_session(duration + 2.0, int(cfg["seed"]), fps, (int(cfg["frame_width"]), int(cfg["frame_height"])))
     streams = [BoardStream("ecg", session.ecg.values, session.ecg.fs_hz, session.ecg.units),
@@ -399,6 +405,7 @@ def _demo(cfg: dict) -> int:
             for w in (video, writers):
                 if w is not None:
                     w.close()
+            print(pipeline.summary(_files_written(cfg)), file=sys.stderr, flush=True)
     serial = (stats.get("serial") or [{}])[0]
     print(f"emofuse demo: {n} results, {stats['frames_processed']} frames ({stats['frames_dropped']} dropped), "
           f"serial link: {serial.get('frames_ok', '?')} messages, {serial.get('crc_errors', 0)} CRC errors",

@@ -18,7 +18,7 @@ from edge.results import JSON_FIELDS, Reason, Result
 from firmware_bridge.errors import BadInputError, ConfigError
 from helpers import face_only_bundle
 
-P = pytest.importorskip("export.data.preprocess").PREPROCESSING
+from edge.spec import DEFAULT as P  # noqa: E402
 
 
 @pytest.fixture(scope="module")

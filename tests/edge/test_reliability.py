@@ -26,7 +26,7 @@ from firmware_bridge.errors import BadInputError, ConfigError
 from firmware_bridge.types import Frame
 from helpers import tfr_only_bundle
 
-P = pytest.importorskip("export.data.preprocess").PREPROCESSING
+from edge.spec import DEFAULT as P  # noqa: E402
 
 
 def _session(duration_s, seed=1, **kw):
@@ -161,7 +161,7 @@ def test_face_leaving_the_frame_and_returning():
 
 
 def test_corrupt_bundle_or_wrong_manifest_version_fails_before_start(tmp_path):
-    good = tfr_only_bundle(tmp_path / "good", P, weights=np.linspace(-1, 1, 2048))
+    good = tfr_only_bundle(tmp_path / "good", P.to_dict(), weights=np.linspace(-1, 1, 2048))
     s = _session(2.0)
     camera = Frames([s.frame(0)] * 3, s.frame_times_s[:3])
     with Pipeline(camera, [], good) as pipe:  # the fake graph runs: the bundle itself is fine
