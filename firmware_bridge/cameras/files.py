@@ -91,6 +91,8 @@ def increasing_rows(keys: np.ndarray, times: np.ndarray) -> np.ndarray:
     before = np.full(n, -1, dtype=np.int64)
     for pos, t in enumerate(seq.tolist()):
         k = bisect.bisect_left(tails, t)
+        if k < len(tails) and tails[k] == t:
+            continue  # a repeat: the earlier row keeps the place
         if k:
             before[pos] = tail_at[k - 1]
         if k == len(tails):
@@ -107,12 +109,14 @@ def increasing_rows(keys: np.ndarray, times: np.ndarray) -> np.ndarray:
     return keep
 
 
-def check_clock(keep: np.ndarray, lines: np.ndarray, what: str, path: Path) -> list[str]:
+def check_clock(keep: np.ndarray, times: np.ndarray, lines: np.ndarray, what: str,
+                path: Path) -> list[str]:
     """Lines describing the rows :func:`increasing_rows` dropped, or an error when they are
     so many that the times are not a clock at all.
 
     Args:
         keep: bool (N,) from :func:`increasing_rows`.
+        times: int64 (N,) the rows' times, ns (to name the first that repeats or goes back).
         lines: int (N,) the file line number of each row (for messages).
         what: what the times are, for messages (``"frame time"``).
         path: the file, for messages.
@@ -127,8 +131,10 @@ def check_clock(keep: np.ndarray, lines: np.ndarray, what: str, path: Path) -> l
     """
     dropped = np.flatnonzero(~keep)
     if dropped.size and 2 * dropped.size >= keep.size:
+        back = np.flatnonzero(np.diff(np.asarray(times, dtype=np.int64)) <= 0)
+        first = int(back[0]) + 1 if back.size else int(dropped[0])
         raise BadInputError(
-            f"{path}: line {int(lines[dropped[0]])}: the {what}s repeat or go backwards "
+            f"{path}: line {int(lines[first])}: the {what}s repeat or go backwards "
             f"({dropped.size} of {keep.size} rows out of order); not a usable clock"
         )
     return [f"{path.name}: line {int(lines[i])}: {what} repeats or goes backwards; row skipped"
@@ -211,7 +217,7 @@ def read_frame_times(path: str | Path) -> FrameTimes:
                             (f" ({len(skipped)} damaged)" if skipped else ""))
     frame_a, t_a = np.asarray(frames, np.int64), np.asarray(times, np.int64)
     keep = increasing_rows(frame_a, t_a)
-    skipped += check_clock(keep, np.asarray(lines), "frame time", path)
+    skipped += check_clock(keep, t_a, np.asarray(lines), "frame time", path)
     if skipped:
         log.warning("%s: %d damaged rows skipped (their frames have no time and are skipped)",
                     path, len(skipped))

@@ -21,14 +21,15 @@ from firmware_bridge.errors import BadInputError
 from firmware_bridge.types import SensorChunk
 
 FORMAT = "emofuse-recording"
-#: 2 added the ``crc32`` column of frames.csv; a reader reads 1 and 2 and refuses larger.
+#: 2 added the ``crc32`` (pixels) and ``row_crc32`` (the row itself) columns of frames.csv; a
+#: reader reads 1 and 2 and refuses larger.
 FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
 VIDEO_DIR = "video"
 FRAMES_CSV = "video/frames.csv"
 SENSOR_DIR = "sensors"
-#: Header of frames.csv (version 2); version 1 files lack the ``crc32`` column.
-FRAMES_HEADER = "frame,t_ns,index,dropped_before,gap_before_s,crc32"
+#: Header of frames.csv (version 2); version 1 files lack the two checksum columns.
+FRAMES_HEADER = "frame,t_ns,index,dropped_before,gap_before_s,crc32,row_crc32"
 FRAMES_HEADER_V1 = "frame,t_ns,index,dropped_before,gap_before_s"
 
 #: First line of every sensor file; the second line is a JSON object describing the stream.
@@ -336,9 +337,11 @@ class FrameRows:
 
 
 def frame_row(frame: int, t_ns: int, index: int, dropped: int, gap_s: float, crc: int | None) -> bytes:
-    """One frames.csv row (version 2), newline included."""
-    tail = "" if crc is None else f"{crc:08x}"
-    return f"{frame},{t_ns},{index},{dropped},{float(gap_s)!r},{tail}\n".encode()
+    """One frames.csv row (version 2), newline included: the fields, the pixels' CRC-32 (8 hex
+    digits, empty for a lossy codec) and the CRC-32 of the row's text up to that last comma."""
+    pixels = "" if crc is None else f"{crc:08x}"
+    text = f"{frame},{t_ns},{index},{dropped},{float(gap_s)!r},{pixels},".encode()
+    return text + f"{zlib.crc32(text):08x}\n".encode()
 
 
 def _parse_row(line: bytes, n_fields: int) -> tuple | None:
@@ -346,10 +349,13 @@ def _parse_row(line: bytes, n_fields: int) -> tuple | None:
         parts = line.decode("ascii").split(",")
         if len(parts) != n_fields:
             return None
+        if n_fields == 7 and (len(parts[6]) != 8 or
+                              zlib.crc32(line[:len(line) - 8]) != int(parts[6], 16)):
+            return None  # the row's own checksum: any damaged byte costs this row only
         ints = [int(p) for p in parts[:4]]
         gap = float(parts[4])
         crc = -1
-        if n_fields == 6 and parts[5]:
+        if n_fields == 7 and parts[5]:
             if len(parts[5]) != 8:
                 return None
             crc = int(parts[5], 16)
@@ -360,23 +366,26 @@ def _parse_row(line: bytes, n_fields: int) -> tuple | None:
     return (*ints, gap, crc)
 
 
-def read_frames_csv(path: Path) -> tuple[FrameRows, list[str], int]:
+def read_frames_csv(path: Path, version: int = FORMAT_VERSION) -> tuple[FrameRows, list[str], int]:
     """Read frames.csv, skipping damaged rows: one damaged row costs its frame only.
 
-    A row is used when it has the header's number of fields, they parse (integers, a float,
-    8 hex digits or nothing), and its frame number and ``t_ns`` both increase
-    (:func:`~firmware_bridge.cameras.files.increasing_rows`). A torn last row (no newline) is
-    skipped too.
+    A row is used when it has the header's number of fields, its own CRC-32 checks out
+    (version 2), its fields parse (integers, a float, 8 hex digits or nothing), and its frame
+    number and ``t_ns`` both increase (:func:`~firmware_bridge.cameras.files.increasing_rows`;
+    for version 1 files, which have no row checksum, this is what catches a damaged number).
+    A torn last row (no newline) is skipped too. A damaged header line costs the header
+    only: the rows are read by the manifest's ``version``.
 
     Args:
         path: the frames.csv file.
+        version: the recording's format version, for a damaged header.
 
     Returns:
         ``(rows, damage, skipped)``: the usable rows, lines describing the rows skipped,
         and how many rows were skipped.
 
     Raises:
-        BadInputError: the file cannot be read or does not start with a frames-table header.
+        BadInputError: the file cannot be read.
     """
     try:
         raw = path.read_bytes()
@@ -384,8 +393,10 @@ def read_frames_csv(path: Path) -> tuple[FrameRows, list[str], int]:
         raise BadInputError(f"cannot read {path}: {exc.strerror or exc}") from exc
     lines = raw.split(b"\n")
     head = lines[0].strip().decode("utf-8", "replace")
+    damage_head = []
     if head not in (FRAMES_HEADER, FRAMES_HEADER_V1):
-        raise BadInputError(f"{path}: not a frames table (expected the header '{FRAMES_HEADER}')")
+        head = FRAMES_HEADER if version >= 2 else FRAMES_HEADER_V1
+        damage_head.append(f"{FRAMES_CSV}: header line damaged; rows read as format {version}")
     n_fields = head.count(",") + 1
     body = lines[1:-1] if raw.endswith(b"\n") else lines[1:]
     rows, line_no, damage_rows = [], [], []
@@ -398,14 +409,14 @@ def read_frames_csv(path: Path) -> tuple[FrameRows, list[str], int]:
             continue
         rows.append(row)
         line_no.append(k + 2)
-    damage = list(damage_rows)
+    damage = damage_head + damage_rows
     if not rows:
         return FrameRows.empty(), damage, len(damage)
     cols = list(zip(*rows))
     frame, t_ns = np.asarray(cols[0], np.int64), np.asarray(cols[1], np.int64)
     keep = increasing_rows(frame, t_ns)
     try:
-        damage += check_clock(keep, np.asarray(line_no), "frame number or time", Path(FRAMES_CSV))
+        damage += check_clock(keep, t_ns, np.asarray(line_no), "frame number or time", Path(FRAMES_CSV))
     except BadInputError as exc:
         # Rows that are no clock cost the video, not the sensors: report, keep the longest chain.
         damage.append(f"{exc}; the longest increasing run of rows is kept")

@@ -87,7 +87,7 @@ def read_timestamp_csv(path: Path) -> tuple[list[str], np.ndarray, np.ndarray, l
         raise BadInputError(f"{path}: no usable rows" + (f" ({len(skipped)} damaged)" if skipped else ""))
     t = np.asarray(ts, dtype=np.int64)
     keep = increasing_rows(np.arange(len(t)), t)
-    skipped += check_clock(keep, np.asarray(lines), "time", path)
+    skipped += check_clock(keep, t, np.asarray(lines), "time", path)
     x = np.asarray(vals, dtype=np.float64).reshape(len(ts), len(header) - 1)
     return header[1:], t[keep], x[keep], skipped
 

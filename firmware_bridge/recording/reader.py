@@ -51,6 +51,8 @@ from firmware_bridge.types import SensorChunk
 
 log = logging.getLogger(__name__)
 
+#: Failed reads in a row after which a segment is taken to have ended.
+_MAX_READ_FAILS = 3
 #: Damage lines logged one by one when a recording opens; the rest are counted in one line.
 _LOG_LINES = 20
 
@@ -142,6 +144,7 @@ class EmofuseRecording(Recording):
         with self._index_lock:
             if stream not in self._index:
                 good: list[tuple[int, int]] = []
+                stretches: list = []
                 buf = self._map(stream)
                 if buf is not None:
                     try:
@@ -156,7 +159,17 @@ class EmofuseRecording(Recording):
                     finally:
                         buf.close()
                 self._index[stream] = good
+                self._check_total(stream, len(good), len(stretches))
             return self._index[stream]
+
+    def _check_total(self, stream: str, n_read: int, n_stretches: int) -> None:
+        """A closed recording's manifest counts each stream's chunks: fewer intact ones means
+        records were lost, even where the file was cut exactly between two records."""
+        entry = (self.manifest.get("streams") or {}).get(stream)
+        listed = entry.get("chunks") if isinstance(entry, dict) else None
+        if isinstance(listed, int) and not isinstance(listed, bool) and listed > n_read:
+            self._report(f"stream {stream!r}: {listed - n_read} of the {listed} records the "
+                         f"manifest lists are missing", records=max(0, listed - n_read - n_stretches))
 
     def _iter_stream(self, stream: str) -> Iterator[SensorChunk]:
         records = self._records(stream)
@@ -203,10 +216,17 @@ class EmofuseRecording(Recording):
             if self.manifest.get("camera"):
                 self._report(f"{FRAMES_CSV} is missing: no frames can be read", warn=False)
             return
-        self._rows, lines, n_bad = read_frames_csv(csv_path)
+        self._rows, lines, n_bad = read_frames_csv(csv_path, int(self.manifest["format_version"]))
         self.skips.add(rows=n_bad)
         for line in lines:
             self._report(line, warn=False)
+        listed = (self.manifest.get("camera") or {}).get("frames")
+        n_listed = int(self._rows.frame[-1]) + 1 if len(self._rows.frame) else 0
+        if isinstance(listed, int) and not isinstance(listed, bool) and listed > n_listed:
+            # A cut exactly between two rows leaves no torn row: the manifest's count shows it.
+            self._report(f"{FRAMES_CSV}: rows {n_listed}-{listed - 1} of the {listed} the manifest "
+                         f"lists are missing", warn=False,
+                         rows=max(0, listed - len(self._rows.frame) - n_bad))
         for p in sorted(vdir.iterdir()):
             m = SEGMENT_RE.match(p.name)
             if m:
@@ -254,7 +274,7 @@ class EmofuseRecording(Recording):
         rows = self._rows
         last = -1  # frame number of the last frame delivered
         for first, n, p in self._segments:
-            lo, hi = np.searchsorted(rows.frame, [first, first + n])
+            lo, hi = (int(i) for i in np.searchsorted(rows.frame, [first, first + n]))
             if lo == hi:
                 continue  # no row for any of its frames: reported at open
             try:
@@ -264,32 +284,66 @@ class EmofuseRecording(Recording):
                              frames=hi - lo)
                 continue
             try:
-                k = lo  # the next row of this segment
-                for j in range(int(rows.frame[hi - 1]) - first + 1):
-                    try:
-                        ok, image = cap.read()
-                    except cv2.error:
-                        ok, image = False, None
-                    if not ok or image is None:
-                        self._report(f"{VIDEO_DIR}/{p.name}: decoded {j} of {n} frames; the rest "
-                                     f"are skipped", frames=hi - k)
-                        break
-                    if rows.frame[k] != first + j:
-                        continue  # this frame's row was damaged (reported at open)
-                    crc = int(rows.crc[k])
-                    k += 1
-                    if crc >= 0 and frame_crc32(image) != crc:
-                        self._report(f"{VIDEO_DIR}/{p.name}: frame {first + j} decodes to pixels "
-                                     f"whose CRC-32 does not match {FRAMES_CSV}; skipped",
-                                     frames=1, checksum=1)
-                        continue
-                    r = k - 1
-                    lost = first + j - last - 1
-                    last = first + j
+                for r, image in self._decode_segment(cap, p, first, lo, hi):
+                    frame_no = int(rows.frame[r])
+                    lost, last = frame_no - last - 1, frame_no
                     yield (int(rows.t_ns[r]), int(rows.index[r]), int(rows.dropped[r]) + lost,
                            float(rows.gap_s[r]), image)
             finally:
                 cap.release()
+
+    def _decode_segment(self, cap, p: Path, first: int, lo: int, hi: int) -> Iterator[tuple[int, np.ndarray]]:
+        """``(row, image)`` for the frames of one segment that decode intact.
+
+        Rows ``lo:hi`` of the frames table belong to the segment. With checksums (lossless
+        codecs, format 2) each decoded image is matched to its row by its CRC-32, so frames
+        the decoder drops, repeats or conceals after damage cost only themselves, and reading
+        goes on after a failed read (FFmpeg resynchronises on the next intact packet).
+        Without checksums frames are matched by position and a failed read ends the segment.
+        """
+        rows = self._rows
+        crcs = rows.crc[lo:hi]
+        checked = bool(np.all(crcs >= 0))
+        k = lo  # the row expected next
+        fails = 0
+        pos = first  # frame number the decoder is at, when frames are matched by position
+        while k < hi:
+            try:
+                ok, image = cap.read()
+            except cv2.error:
+                ok, image = False, None
+            if not ok or image is None:
+                fails += 1
+                if checked and fails < _MAX_READ_FAILS:
+                    continue
+                self._report(f"{VIDEO_DIR}/{p.name}: decoding stopped before frame "
+                             f"{int(rows.frame[k])}; {hi - k} frames of the segment are skipped",
+                             frames=hi - k)
+                return
+            fails = 0
+            if not checked:
+                if rows.frame[k] == pos:
+                    yield k, image
+                    k += 1
+                pos += 1  # a frame whose row was damaged is decoded and dropped
+                continue
+            crc = frame_crc32(image)
+            match = np.flatnonzero(crcs[k - lo:] == crc)
+            if match.size:
+                m = k + int(match[0])
+                if m > k:
+                    self._report(f"{VIDEO_DIR}/{p.name}: frames {int(rows.frame[k])}-"
+                                 f"{int(rows.frame[m - 1])} did not decode; skipped", frames=m - k)
+                yield m, image
+                k = m + 1
+                pos = int(rows.frame[m]) + 1
+            elif rows.frame[k] != pos:
+                pos += 1  # a frame whose row was damaged (reported at open)
+            else:
+                self._report(f"{VIDEO_DIR}/{p.name}: frame {pos} decodes to pixels whose CRC-32 "
+                             f"does not match {FRAMES_CSV}; skipped", frames=1, checksum=1)
+                k += 1
+                pos += 1
 
     def _first_t_ns(self) -> int:
         firsts = []
