@@ -28,7 +28,7 @@ from edge.pipeline.infer import Engines, Inference, warm_kernels
 from edge.pipeline.sources import (END, FrameReader, SensorReader, get, open_camera_source, open_sensor_source,
                                    put)
 from edge.pipeline.windows import HopClock, SensorStore, SensorSync, VideoWindows
-from edge.results import Result
+from edge.results import STATUS_OK, STATUS_UNKNOWN, Result
 from edge.spec import Preprocessing
 from firmware_bridge.errors import BadInputError, ConfigError, EmofuseError
 from firmware_bridge.recording import Recorder, open_recording
@@ -480,7 +480,7 @@ class Pipeline:
 def format_summary(stats: Mapping, files: Iterable[str] = ()) -> str:
     """Lines of the end-of-run summary from :meth:`Pipeline.stats` and the files written."""
     by_status = stats.get("results_by_status") or {}
-    status = ", ".join(f"{n} {k}" for k, n in sorted(by_status.items())) or "none"
+    status = ", ".join(f"{by_status.get(k, 0)} {k}" for k in (STATUS_OK, STATUS_UNKNOWN))
     lines = [f"emofuse: {stats['results']} results ({status})"]
     by_reason = stats.get("results_by_reason") or {}
     if by_reason:

@@ -8,7 +8,6 @@ needs only the face), so these tests check the plumbing, not the model's accurac
 from __future__ import annotations
 
 import json
-import time
 
 import numpy as np
 import pytest
@@ -122,37 +121,60 @@ def test_replay_of_a_recording_is_byte_identical(recording, bundle):
 
 
 def test_live_mode_drops_stale_frames_and_says_so():
+    """The face stage is held on the first frame until the camera has delivered everything (live)
+    or filled the queue (replay): no timing decides the counts."""
+    import threading
+
     session = _session(duration_s=4.0, frame_size=(96, 72), face_scale=0.6)
     frames = [session.frame(i) for i in range(len(session))]
+    queue_size = 2
 
     class FastCamera:
         live, fps, uri = False, 30.0, "fast://"
 
-        def __init__(self):
+        def __init__(self, release_after):
             self.i = 0
+            self.release_after = release_after
+            self.released = threading.Event()
+            self.taken = threading.Event()
 
         def __next__(self):
             from firmware_bridge.types import Frame
 
+            if self.i == 1:  # frame 0 is the first the face stage takes
+                assert self.taken.wait(60.0), "the face stage never took a frame"
+            if self.i >= self.release_after:
+                self.released.set()
             if self.i >= len(frames):
                 raise StopIteration
-            time.sleep(0.002)  # a camera at 500 fps
             self.i += 1
             return Frame(int(round(session.frame_times_s[self.i - 1] * 1e9)), self.i - 1, frames[self.i - 1])
 
         def close(self):
             pass
 
-    def slow(event):
-        time.sleep(0.006)  # a face stage slower than the camera
+    def held(camera):
+        def on_frame(event):  # holds frame 0 until the camera has got far enough
+            if event.frame.index == 0:
+                camera.taken.set()
+                assert camera.released.wait(60.0), "the camera never got there"
+        return on_frame
 
-    with Pipeline(FastCamera(), [], None, preprocessing=P, mode="live", on_frame=slow, frame_queue=2) as pipe:
+    # Live: the camera reads every frame while the face stage holds its first one; the queue
+    # keeps the newest two, every other frame is dropped as stale.
+    camera = FastCamera(release_after=len(frames))
+    with Pipeline(camera, [], None, preprocessing=P, mode="live", on_frame=held(camera),
+                  frame_queue=queue_size) as pipe:
         results = list(pipe.results())
         stats = pipe.stats()
-    assert stats["frames_dropped"] > 0 and stats["frames_processed"] + stats["frames_dropped"] == len(frames)
+    assert stats["frames_dropped"] == len(frames) - 1 - queue_size
+    assert stats["frames_processed"] == 1 + queue_size and stats["frames_lost"] == 0
     assert results[-1].frames_dropped == stats["frames_dropped"]
     assert sum(r.frames for r in results) <= stats["frames_processed"]
-    with Pipeline(FastCamera(), [], None, preprocessing=P, mode="replay", on_frame=slow, frame_queue=2) as pipe:
+    # Replay: the camera waits for room in the queue instead; nothing is dropped.
+    camera = FastCamera(release_after=1 + queue_size)  # the queue is full
+    with Pipeline(camera, [], None, preprocessing=P, mode="replay", on_frame=held(camera),
+                  frame_queue=queue_size) as pipe:
         list(pipe.results())
         assert pipe.stats()["frames_dropped"] == 0 and pipe.stats()["frames_processed"] == len(frames)
 
@@ -253,3 +275,21 @@ def test_result_json_is_stable():
     assert "latency_ms" not in json.loads(r.to_json(latency=False))
     with pytest.raises(ValueError):
         Result(t_s=0.0, seq=0, status="fine", reasons=(), face_present=True)
+
+
+def test_replay_ends_with_a_summary_of_results_frames_samples_and_files(recording, tmp_path, capsys):
+    import edge.cli.run as run_cmd
+    from helpers import run_command
+
+    path, session = recording
+    out = tmp_path / "r.jsonl"
+    assert run_command(run_cmd, ["replay", str(path), "--bundle", "none", "--out", str(out), "--print", "none"]) == 0
+    err = capsys.readouterr().err
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    statuses = {s: sum(r["status"] == s for r in lines) for s in ("ok", "unknown")}
+    warming = sum("warming_up" in r["reasons"] for r in lines)
+    assert f"emofuse: {len(lines)} results ({statuses['ok']} ok, {statuses['unknown']} unknown)" in err
+    assert f"warming_up {warming}" in err
+    assert f"frames: {len(session)} read, {len(session)} processed, 0 dropped, 0 lost" in err
+    samples = session.ecg.values.size + session.ppg.values.size + session.eda.values.size
+    assert f"sensor samples: {samples} read" in err and f"files: {out}" in err
