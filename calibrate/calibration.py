@@ -54,7 +54,16 @@ from pathlib import Path
 
 import numpy as np
 
+from edge.spec import Preprocessing
+from edge.windows import recording_session, windows_from_session
+# calibrate builds on export's torch-free dataset package (the synthetic corpus, corpus loaders
+# and the EmotionWindows container) on purpose: calibration data is training data. It never
+# imports export's torch side (models, training); tests/test_layering.py holds it to that.
+from export.data.corpora import load_deap, windows_from_corpus
+from export.data.preprocess import EmotionWindows
+from export.data.synth import SynthConfig, synth_trials
 from firmware_bridge.errors import BadInputError, ConfigError
+from firmware_bridge.recording import is_recording, open_recording
 
 log = logging.getLogger("emofuse.calibrate")
 
@@ -75,9 +84,9 @@ def canonical_json(value) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
 
 
-def preprocessing_hash(preprocessing: dict) -> str:
-    """SHA-256 (hex, first 16 digits) of a preprocessing dict's canonical JSON."""
-    return hashlib.sha256(canonical_json(preprocessing).encode()).hexdigest()[:16]
+def preprocessing_hash(preprocessing: Preprocessing) -> str:
+    """SHA-256 (hex, first 16 digits) of a preprocessing record's canonical JSON."""
+    return hashlib.sha256(canonical_json(preprocessing.to_dict()).encode()).hexdigest()[:16]
 
 
 # -- the calibration set ---------------------------------------------------------------------------
@@ -293,19 +302,18 @@ def parse_data_spec(spec: str) -> DataSpec:
 def _render_synth(item):
     # Top level so that a process pool can pickle it.
     trial, preprocessing = item
-    from export.data import windows_from_session
     from firmware_bridge.sim import synth_session
 
     return windows_from_session(synth_session(trial.sim), preprocessing, t_end_s=trial.sim.duration_s)
 
 
-def synth_windows(preprocessing: dict, n_windows: int, seed: int = DEFAULT_SYNTH_SEED,
+def synth_windows(preprocessing: Preprocessing, n_windows: int, seed: int = DEFAULT_SYNTH_SEED,
                   trials_per_subject: int = 8, n_subjects: int | None = None, workers: int = 1,
                   progress: bool = False):
     """Synthetic windows rendered with the given preprocessing (the bundle's).
 
     Args:
-        preprocessing: the manifest's preprocessing dict.
+        preprocessing: the manifest's preprocessing record.
         n_windows: windows wanted (subjects = ceil(n / trials_per_subject) unless given).
         seed: generator seed (subjects, labels, rendering).
         trials_per_subject: trials (one window each) per subject, >= 1.
@@ -319,8 +327,6 @@ def synth_windows(preprocessing: dict, n_windows: int, seed: int = DEFAULT_SYNTH
     Raises:
         ConfigError: bad settings.
     """
-    from export.data import EmotionWindows, synth_trials
-    from export.data.synth import SynthConfig
 
     subjects = n_subjects or max(2, math.ceil(n_windows / trials_per_subject))
     cfg = SynthConfig(n_subjects=int(subjects), trials_per_subject=int(trials_per_subject), seed=int(seed))
@@ -345,7 +351,7 @@ def synth_windows(preprocessing: dict, n_windows: int, seed: int = DEFAULT_SYNTH
             windows.append(_render_synth(item))
             bar.update()
     bar.close()
-    meta = {"source": "synthetic", "preprocessing": copy.deepcopy(preprocessing),
+    meta = {"source": "synthetic", "preprocessing": preprocessing.to_dict(),
             "config": {"n_subjects": cfg.n_subjects, "trials_per_subject": cfg.trials_per_subject,
                        "seed": cfg.seed}}
     return EmotionWindows.from_windows(windows, [t.valence for t in trials], [t.arousal for t in trials],
@@ -353,8 +359,6 @@ def synth_windows(preprocessing: dict, n_windows: int, seed: int = DEFAULT_SYNTH
 
 
 def _recording_folders(root: Path) -> list[Path]:
-    from firmware_bridge.recording import is_recording
-
     if is_recording(root):
         return [root]
     if not root.is_dir():
@@ -365,77 +369,12 @@ def _recording_folders(root: Path) -> list[Path]:
     return found
 
 
-def _stream_key(streams: list[str], words: tuple) -> str | None:
-    for s in streams:
-        if any(w in s.lower() for w in words):
-            return s
-    return None
-
-
-class _RecordingSession:
-    """A recording seen the way :func:`export.data.windows_from_session` reads a session:
-    PPG and EDA streams, frame times, frames by index and Haar face boxes."""
-
-    def __init__(self, rec, t_end_s: float | None = None):
-        from export.data import Stream
-
-        self.rec = rec
-        self.t_end_s = t_end_s
-        t0 = int(rec.start_ns)
-        streams = list(rec.streams)
-        self.ppg = self.eda = self.ecg = None
-        for attr, words in (("ppg", ("ppg", "bvp", "pleth")), ("eda", ("eda", "gsr")), ("ecg", ("ecg",))):
-            key = _stream_key(streams, words)
-            if key is None:
-                continue
-            t_ns, values = rec.read_stream(key)
-            if values.ndim > 1:
-                values = values[:, 0]
-            units = "uS" if attr == "eda" else "a.u."
-            setattr(self, attr, Stream((t_ns - t0) / 1e9, np.asarray(values, np.float64), units))
-        self.frame_times_s = None
-        self._frames: dict[int, np.ndarray] = {}
-        self._detector = None
-        if rec.has_camera:
-            times = []
-            with rec.camera() as cam:
-                for frame in cam:
-                    times.append((frame.t_ns - t0) / 1e9)
-            self.frame_times_s = np.asarray(times, np.float64)
-
-    def frames_at(self, indices) -> dict:
-        wanted = set(int(i) for i in indices)
-        out = {}
-        with self.rec.camera() as cam:
-            for k, frame in enumerate(cam):
-                if k in wanted:
-                    out[k] = frame.image
-                    if len(out) == len(wanted):
-                        break
-        self._frames = out
-        return out
-
-    def frame(self, i: int):
-        return self.frames_at([i]).get(int(i))
-
-    def face_box(self, i: int):
-        from edge.face import HaarFaceDetector
-
-        image = self._frames.get(int(i))
-        if image is None:
-            return None
-        if self._detector is None:
-            self._detector = HaarFaceDetector()
-        boxes = self._detector.detect(image)
-        return max(boxes, key=lambda b: b[2] * b[3]) if boxes else None
-
-
-def recording_windows(root, preprocessing: dict, hop_s: float | None = None):
+def recording_windows(root, preprocessing: Preprocessing, hop_s: float | None = None):
     """Windows from emofuse recordings (see the module docstring).
 
     Args:
         root: a recording folder or a folder of them.
-        preprocessing: the manifest's preprocessing dict.
+        preprocessing: the manifest's preprocessing record.
         hop_s: seconds between window ends (default ``window_s / 2``).
 
     Returns:
@@ -445,10 +384,7 @@ def recording_windows(root, preprocessing: dict, hop_s: float | None = None):
     Raises:
         BadInputError: no recordings, unreadable files, or recordings shorter than a window.
     """
-    from export.data import EmotionWindows, windows_from_session
-    from firmware_bridge.recording import open_recording
-
-    window_s = float(preprocessing["window_s"])
+    window_s = preprocessing.window_s
     hop = float(hop_s) if hop_s else window_s / 2.0
     wins, val, aro, subj, trial = [], [], [], [], []
     labelled = True
@@ -465,7 +401,7 @@ def recording_windows(root, preprocessing: dict, hop_s: float | None = None):
         v, a = float(labels.get("valence", 5.0)), float(labels.get("arousal", 5.0))
         if not (1.0 <= v <= 9.0 and 1.0 <= a <= 9.0):
             raise BadInputError(f"{labels_path}: valence/arousal must be within 1-9")
-        session = _RecordingSession(open_recording(folder))
+        session = recording_session(open_recording(folder), preprocessing)
         ends = [e for e in (session.ppg, session.eda, session.ecg) if e is not None and e.t_s.size]
         last = [float(s.t_s[-1]) for s in ends]
         if session.frame_times_s is not None and session.frame_times_s.size:
@@ -485,24 +421,21 @@ def recording_windows(root, preprocessing: dict, hop_s: float | None = None):
             trial.append(j)
     if not wins:
         raise BadInputError(f"{root}: no recording is long enough for one {window_s:.0f} s window")
-    meta = {"source": f"recordings:{root}", "preprocessing": copy.deepcopy(preprocessing), "labelled": labelled}
+    meta = {"source": f"recordings:{root}", "preprocessing": preprocessing.to_dict(), "labelled": labelled}
     return EmotionWindows.from_windows(wins, val, aro, subj, trial, meta)
 
 
-def deap_windows(root, preprocessing: dict):
+def deap_windows(root, preprocessing: Preprocessing):
     """Windows of the DEAP corpus through H10's loaders (:func:`export.data.load_deap`,
     :func:`export.data.windows_from_corpus`) with the manifest's preprocessing.
 
     Raises:
         BadInputError: unreadable corpus files. MissingDependencyError-free: pure NumPy.
     """
-    import export.data as data
-
-    records = data.load_deap(Path(root))
-    return data.windows_from_corpus(records, preprocessing)
+    return windows_from_corpus(load_deap(Path(root)), preprocessing)
 
 
-def load_pool(spec: DataSpec, preprocessing: dict, n_windows: int, workers: int = 1, progress: bool = False):
+def load_pool(spec: DataSpec, preprocessing: Preprocessing, n_windows: int, workers: int = 1, progress: bool = False):
     """The pool of windows a calibration set is drawn from.
 
     Raises:
@@ -519,8 +452,6 @@ def load_pool(spec: DataSpec, preprocessing: dict, n_windows: int, workers: int 
     elif spec.kind == "deap":
         pool = deap_windows(spec.path, preprocessing)
     else:
-        from export.data import EmotionWindows
-
         pool = EmotionWindows.load(spec.path)
     got = preprocessing_hash(pool.preprocessing)
     want = preprocessing_hash(preprocessing)

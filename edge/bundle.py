@@ -29,6 +29,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from edge.spec import Preprocessing
 from firmware_bridge.errors import BadInputError, ConfigError
 
 SCHEMA_VERSION = 1
@@ -130,8 +131,9 @@ class Manifest:
         model_name: registry name of the model, e.g. ``"promptfusion"``.
         model_version: identifies the trained weights (changes whenever they change).
         inputs, outputs: the main model's tensors, in graph order.
-        preprocessing: how raw frames and samples become the inputs (rates, windows, crop
-            size, TFR parameters); plain JSON values.
+        preprocessing: how raw frames and samples become the inputs: the typed, checked
+            :class:`edge.spec.Preprocessing` record (rates, windows, face boxes and crops, ROI,
+            pulse cleaning, TFR, contact streams and units, level summaries).
         labels: head name -> class names in output order, e.g. ``{"valence": ["low", "high"]}``.
         training: metrics, protocol and data description of the training run.
         export: opset and library versions of the export, and its UTC time.
@@ -144,7 +146,7 @@ class Manifest:
     model_version: str
     inputs: tuple
     outputs: tuple
-    preprocessing: dict
+    preprocessing: Preprocessing
     labels: dict
     training: dict
     export: dict
@@ -158,7 +160,7 @@ class Manifest:
             "model": {"name": self.model_name, "version": self.model_version},
             "inputs": [s.to_dict() for s in self.inputs],
             "outputs": [s.to_dict() for s in self.outputs],
-            "preprocessing": copy.deepcopy(self.preprocessing),
+            "preprocessing": self.preprocessing.to_dict(),
             "labels": copy.deepcopy(self.labels),
             "training": copy.deepcopy(self.training),
             "export": copy.deepcopy(self.export),
@@ -198,9 +200,9 @@ class Bundle:
         return None if f is None else self.root / f.name
 
     @property
-    def preprocessing(self) -> dict:
-        """A deep copy of the manifest's preprocessing dict (callers may modify it)."""
-        return copy.deepcopy(self.manifest.preprocessing)
+    def preprocessing(self) -> Preprocessing:
+        """The manifest's preprocessing record (frozen; ``replace`` makes a changed copy)."""
+        return self.manifest.preprocessing
 
     @property
     def inputs(self) -> tuple:
@@ -365,7 +367,11 @@ def parse_manifest(data, source: str = MANIFEST_NAME) -> Manifest:
 
     inputs = _parse_specs(data.get("inputs"), "inputs", source)
     outputs = _parse_specs(data.get("outputs"), "outputs", source)
-    preprocessing = top.get("preprocessing", dict, "a JSON object")
+    try:
+        preprocessing = Preprocessing.from_dict(top.get("preprocessing", dict, "a JSON object"))
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+    _check_input_shapes(inputs, preprocessing, source)
     labels = top.get("labels", dict, "a JSON object")
     for head, names in labels.items():
         if not (isinstance(names, list) and names and all(isinstance(n, str) for n in names)):
@@ -420,13 +426,30 @@ def parse_manifest(data, source: str = MANIFEST_NAME) -> Manifest:
         model_version=model_version,
         inputs=inputs,
         outputs=outputs,
-        preprocessing=copy.deepcopy(preprocessing),
+        preprocessing=preprocessing,
         labels=copy.deepcopy(labels),
         training=copy.deepcopy(training),
         export=copy.deepcopy(export.obj),
         files=files,
         parity=Parity(float(max_abs_diff), int(n_windows), True, copy.deepcopy(details)),
     )
+
+
+def _check_input_shapes(inputs: tuple, p: Preprocessing, source: str) -> None:
+    # The graph's fixed input sizes must be the ones the preprocessing makes: a 64-pixel crop
+    # into a 32-pixel graph, or a 1920-sample contact row into a 3840 one, fails here, not at
+    # the first window.
+    expected = {
+        "face_clip": (p.face.clip_frames, 3, p.face.crop_size, p.face.crop_size),
+        "tfr": (1, *p.tfr.shape),
+        "contact": (len(p.contact.streams), p.contact.n_samples),
+        "contact_level": (2,),
+    }
+    for spec in inputs:
+        want = expected.get(spec.name)
+        if want is not None and tuple(spec.shape[1:]) != want:
+            raise ConfigError(f"{source}: input '{spec.name}' has shape {list(spec.shape[1:])} but the "
+                              f"preprocessing makes {list(want)}")
 
 
 def read_manifest(path) -> Manifest:

@@ -1,8 +1,8 @@
 """Model inputs from raw window data: the one torch-free preprocessing of training and device.
 
-Everything here is configured by a bundle manifest's ``preprocessing`` dict (the dataset's
-``PREPROCESSING`` in ``export.data.preprocess``, copied into every manifest): no rate, window
-or crop size is written twice. Training (``export.data``) cuts windows from whole recordings;
+Everything here is configured by one :class:`edge.spec.Preprocessing` record (parsed from a
+bundle manifest's ``preprocessing`` object when the bundle loads; :data:`edge.spec.DEFAULT` for
+new models): no rate, window, crop size, face-box method or threshold is written twice. Training (``export.data``) cuts windows from whole recordings;
 the runtime (:mod:`edge.pipeline`) from its ring buffers; both go through these functions, so
 a model sees the same numbers on the device as in training (tested to 1e-6 on a replayed
 synthetic session, tests/edge/test_preprocess.py).
@@ -37,8 +37,18 @@ from typing import Any
 
 import numpy as np
 
+from edge.face import crop_face
+from edge.signals.ecg import ecg_peaks
+from edge.signals.eda import eda_decompose
+from edge.signals.hrv import hrv_time
+from edge.signals.ppg import ppg_peaks
+from edge.signals.roi import face_rgb
+from edge.signals.rppg import rppg_clean, rppg_extract
+from edge.signals.tfr import tfr_compute
+from edge.spec import Preprocessing
+from edge.tracker import FaceTracker
 from firmware_bridge.errors import BadInputError, ConfigError
-from firmware_bridge.resample import DEFAULT_MAX_GAP_PERIODS
+from firmware_bridge.resample import resample_to_grid
 
 __all__ = [
     "ContactInputs",
@@ -47,6 +57,9 @@ __all__ = [
     "PulseWindow",
     "Window",
     "check_preprocessing",
+    "face_colour",
+    "face_crop",
+    "track_faces",
     "contact_inputs",
     "crops_to_nchw",
     "ecg_level_hr",
@@ -58,52 +71,71 @@ __all__ = [
     "tfr_image",
 ]
 
-# Keys every preprocessing dict must hold: (section, key) or (key,) for top-level values.
-_REQUIRED = (
-    ("fps",), ("window_s",),
-    ("face", "crop_size"), ("face", "crop_margin"), ("face", "clip_frames"),
-    ("face", "clip_stride_frames"), ("face", "seq_rate_hz"), ("face", "seq_frames"),
-    ("rppg", "skin"), ("rppg", "method"), ("rppg", "method_window_s"), ("rppg", "pulse_window_s"),
-    ("rppg", "clean"), ("rppg", "gap_fill"),
-    ("tfr", "kind"), ("tfr", "shape"),
-    ("contact", "streams"), ("contact", "rate_hz"), ("contact", "n_samples"), ("contact", "antialias"),
-    ("contact", "invalid_value"), ("contact", "min_valid_fraction"),
-    ("contact_level", "hr_scale_bpm"), ("contact_level", "eda_scale_us"), ("contact_level", "min_beats"),
-)
-# A pulse window counts as formed when at least this share of its grid is valid (face seen)
-# and at least this share of the cleaned pulse is finite.
-_MIN_PULSE_FRACTION = 0.5
-
-
-def check_preprocessing(p: Any) -> dict:
-    """Check that a preprocessing dict holds every setting this module reads.
-
-    Args:
-        p: the manifest's (or dataset's) ``preprocessing`` dict.
+def check_preprocessing(p: Any) -> Preprocessing:
+    """Check that ``p`` is the typed preprocessing record (settings are parsed once, when a
+    bundle loads or a dataset is made, never here).
 
     Returns:
         ``p`` itself.
 
     Raises:
-        ConfigError: not a dict, or a key missing (the message names it, e.g.
-            ``preprocessing.rppg.pulse_window_s``), or a window that is not positive.
+        ConfigError: ``p`` is not an :class:`edge.spec.Preprocessing` (a plain dict must go
+            through :meth:`edge.spec.Preprocessing.from_dict` first).
     """
-    if not isinstance(p, Mapping):
-        raise ConfigError(f"preprocessing must be a dict, got {type(p).__name__}")
-    for path in _REQUIRED:
-        node: Any = p
-        for key in path:
-            if not isinstance(node, Mapping) or key not in node:
-                raise ConfigError(f"preprocessing.{'.'.join(path)} is missing")
-            node = node[key]
-    try:
-        ok = (float(p["fps"]) > 0 and float(p["window_s"]) > 0 and float(p["rppg"]["pulse_window_s"]) > 0
-              and float(p["contact"]["rate_hz"]) > 0 and int(p["contact"]["n_samples"]) > 0)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"preprocessing: a rate or window is not a number ({exc})") from None
-    if not ok:
-        raise ConfigError("preprocessing: fps, window_s, pulse_window_s, contact rate_hz and n_samples must be > 0")
-    return p  # type: ignore[return-value]
+    if not isinstance(p, Preprocessing):
+        raise ConfigError(f"preprocessing must be an edge.spec.Preprocessing record, got {type(p).__name__} "
+                          "(parse a manifest's dict with Preprocessing.from_dict)")
+    return p
+
+
+# -- faces: the one way every path finds and cuts them ------------------------------------------
+
+
+def track_faces(frames, p: Preprocessing) -> list:
+    """Face boxes of a sequence of frames by the record's face-box method, as the device finds them.
+
+    ``face.box == "tracker"``: a fresh :class:`edge.tracker.FaceTracker` with
+    ``face.tracker`` settings fed every frame in time order, exactly what the runtime does from
+    the first frame of a stream; a still image is a one-frame sequence.
+
+    Args:
+        frames: iterable of uint8 (H, W, 3) BGR frames in time order.
+        p: the preprocessing record.
+
+    Returns:
+        One entry per frame: the box (x, y, w, h) float px, or None where no face is held.
+
+    Raises:
+        BadInputError: a frame that is not uint8 (H, W, 3).
+        ConfigError: not a record.
+    """
+    check_preprocessing(p)
+    tracker = FaceTracker(**p.face.tracker_settings)
+    return [tracker.update(frame).box for frame in frames]
+
+
+def face_crop(frame_bgr: np.ndarray, box, p: Preprocessing) -> np.ndarray:
+    """The model's face crop of one frame: :func:`edge.face.crop_face` at the record's size and margin.
+
+    Returns:
+        uint8 (crop_size, crop_size, 3) RGB.
+
+    Raises:
+        BadInputError: as :func:`edge.face.crop_face`.
+    """
+    return crop_face(frame_bgr, box, p.face.crop_size, p.face.crop_margin)
+
+
+def face_colour(frame_bgr: np.ndarray, box, p: Preprocessing) -> np.ndarray:
+    """Mean skin colour of the record's face regions (``rppg.roi``) by its skin rule.
+
+    Returns:
+        float64 (3,) R, G, B (NaN when no skin pixel).
+
+    Raises:
+        BadInputError: as :func:`edge.signals.roi.face_rgb`.
+    """
+    return face_rgb(frame_bgr, box, skin=p.rppg.skin, regions=p.rppg.roi_fractions)
 
 
 # -- the window record ----------------------------------------------------------------------
@@ -176,24 +208,24 @@ def _latest_frames(frame_t: np.ndarray, targets: np.ndarray, max_age_s: float) -
     return np.where(ok, j, -1).astype(np.int64)
 
 
-def face_plan(frame_t_s, t_end_s: float, p: Mapping, period_s: float | None = None) -> FacePlan:
+def face_plan(frame_t_s, t_end_s: float, p: Preprocessing, period_s: float | None = None) -> FacePlan:
     """The frames a window ending at ``t_end_s`` needs, by their times.
 
     The last grid point sits one frame period (``1 / fps``) before the window's end, on the
     window's last frame. Clip slot k (of ``clip_frames``) is at ``last - (clip_frames - 1 - k)
     * clip_stride_frames / fps``; sequence slot k at ``last - (seq_frames - 1 - k) /
     seq_rate_hz``; each takes the latest frame at or before its time (what a camera would be
-    showing then), provided it is at most ``DEFAULT_MAX_GAP_PERIODS`` (2.5) frame periods old:
+    showing then), provided it is at most ``face.max_frame_age_periods`` (2.5) frame periods old:
     on a regular video that is always the frame of the slot's own period; on a webcam that
     drops a frame now and then (a 2-period gap) the slot keeps the frame before the drop, as
     the resampler bridges one lost sample and no more
-    (:data:`firmware_bridge.resample.DEFAULT_MAX_GAP_PERIODS`). The pulse grid is
+    (``rppg.max_gap_periods``). The pulse grid is
     ``round(pulse_window_s * fps)`` points at ``fps`` ending at ``t_end_s``.
 
     Args:
         frame_t_s: float64 (N,) frame times, s, sorted.
         t_end_s: end of the window, s.
-        p: the preprocessing dict.
+        p: the preprocessing record (:class:`edge.spec.Preprocessing`).
         period_s: the frame period used for the tolerances, s; default the median frame
             interval of ``frame_t_s`` (a caller holding only part of a recording passes the
             whole recording's, so that both sides agree).
@@ -203,22 +235,21 @@ def face_plan(frame_t_s, t_end_s: float, p: Mapping, period_s: float | None = No
 
     Raises:
         BadInputError: frame times not 1-D, not finite or not sorted.
-        ConfigError: a malformed preprocessing dict.
+        ConfigError: ``p`` is not a preprocessing record.
     """
     check_preprocessing(p)
     t = np.asarray(frame_t_s, dtype=np.float64)
     if t.ndim != 1 or not np.all(np.isfinite(t)) or (t.size > 1 and np.any(np.diff(t) < 0)):
         raise BadInputError("frame_t_s must be 1-D, finite and sorted")
-    pf, pr = p["face"], p["rppg"]
-    fps = float(p["fps"])
-    n_clip, n_seq = int(pf["clip_frames"]), int(pf["seq_frames"])
+    fps = p.fps
+    n_clip, n_seq = p.face.clip_frames, p.face.seq_frames
     if period_s is None:
         period_s = float(np.median(np.diff(t))) if t.size > 1 else 1.0 / fps
     last = float(t_end_s) - 1.0 / fps
-    max_age = DEFAULT_MAX_GAP_PERIODS * max(float(period_s), 1.0 / fps) + 1e-6
-    clip_t = last - (n_clip - 1 - np.arange(n_clip)) * float(pf["clip_stride_frames"]) / fps
-    seq_t = last - (n_seq - 1 - np.arange(n_seq)) / float(pf["seq_rate_hz"])
-    n_pulse = int(round(float(pr["pulse_window_s"]) * fps))
+    max_age = p.face.max_frame_age_periods * max(float(period_s), 1.0 / fps) + 1e-6
+    clip_t = last - (n_clip - 1 - np.arange(n_clip)) * p.face.clip_stride_frames / fps
+    seq_t = last - (n_seq - 1 - np.arange(n_seq)) / p.face.seq_rate_hz
+    n_pulse = p.n_pulse
     t_grid0 = float(t_end_s) - n_pulse / fps
     pulse_idx = np.nonzero((t >= t_grid0 - float(period_s) - 1e-9) & (t < float(t_end_s)))[0].astype(np.int64)
     return FacePlan(_latest_frames(t, clip_t, max_age), _latest_frames(t, seq_t, max_age), pulse_idx, t_grid0,
@@ -241,7 +272,7 @@ class PulseWindow:
     valid_fraction: float
 
 
-def pulse_from_rgb(frame_t_s, rgb, t_grid0_s: float, p: Mapping) -> PulseWindow:
+def pulse_from_rgb(frame_t_s, rgb, t_grid0_s: float, p: Preprocessing) -> PulseWindow:
     """The pulse window: face colours on the ``fps`` grid, rPPG, cleaning, gap fill.
 
     Args:
@@ -249,7 +280,7 @@ def pulse_from_rgb(frame_t_s, rgb, t_grid0_s: float, p: Mapping) -> PulseWindow:
         rgb: float64 (K, 3) their :func:`edge.signals.roi.face_rgb` means (NaN rows where no
             face or no skin).
         t_grid0_s: :attr:`FacePlan.t_grid0_s`.
-        p: the preprocessing dict.
+        p: the preprocessing record (:class:`edge.spec.Preprocessing`).
 
     Returns:
         :class:`PulseWindow`: formed when at least half the grid is valid and at least half
@@ -257,44 +288,41 @@ def pulse_from_rgb(frame_t_s, rgb, t_grid0_s: float, p: Mapping) -> PulseWindow:
 
     Raises:
         BadInputError: mismatched or malformed arrays.
-        ConfigError: a malformed preprocessing dict.
+        ConfigError: ``p`` is not a preprocessing record.
 
     Method: linear resampling with gap masks (``resample_to_grid``), POS (Wang et al. 2017,
     IEEE TBME 64(7)) or the manifest's method, smoothness-priors detrending (Tarvainen et
     al. 2002) and a zero-phase Butterworth band-pass (``rppg_clean``).
     """
-    from edge.signals.rppg import rppg_clean, rppg_extract
-    from firmware_bridge.resample import resample_to_grid
-
     check_preprocessing(p)
-    pr = p["rppg"]
-    fps = float(p["fps"])
-    n_pulse = int(round(float(pr["pulse_window_s"]) * fps))
+    pr = p.rppg
+    fps = p.fps
+    n_pulse = p.n_pulse
     t = np.asarray(frame_t_s, dtype=np.float64)
     x = np.asarray(rgb, dtype=np.float64)
     if x.ndim != 2 or x.shape[1] != 3 or t.shape != (x.shape[0],):
         raise BadInputError(f"frame_t_s (K,) and rgb (K, 3) must match, got {t.shape} and {x.shape}")
     if t.size < 2:
         return PulseWindow(None, False, 0.0)
-    grid, valid = resample_to_grid(t, x, fps, float(t_grid0_s), n_pulse)
+    grid, valid = resample_to_grid(t, x, fps, float(t_grid0_s), n_pulse, max_gap_periods=pr.max_gap_periods)
     fraction = float(valid.mean()) if valid.size else 0.0
-    if fraction < _MIN_PULSE_FRACTION:
+    if fraction < pr.min_valid_fraction:
         return PulseWindow(None, False, fraction)
-    pulse = rppg_extract(grid, fps, pr["method"], pr["method_window_s"])
-    pulse = rppg_clean(pulse, fps, **pr["clean"])
-    if np.isfinite(pulse).mean() < _MIN_PULSE_FRACTION:
+    pulse = rppg_extract(grid, fps, pr.method, pr.method_window_s)
+    pulse = rppg_clean(pulse, fps, **pr.clean.kwargs())
+    if np.isfinite(pulse).mean() < pr.min_valid_fraction:
         return PulseWindow(None, False, fraction)
     # The TFR needs finite samples: a gap becomes zero pulse (no power).
-    pulse = np.where(np.isfinite(pulse), pulse, float(pr["gap_fill"]))
+    pulse = np.where(np.isfinite(pulse), pulse, pr.gap_fill)
     return PulseWindow(pulse, True, fraction)
 
 
-def tfr_image(pulse, p: Mapping) -> np.ndarray:
+def tfr_image(pulse, p: Preprocessing) -> np.ndarray:
     """The model's TFR image of a (gap-filled) pulse window.
 
     Args:
         pulse: float64 (n_pulse,) from :attr:`PulseWindow.pulse`, at ``fps``.
-        p: the preprocessing dict (its ``tfr`` settings are passed to ``tfr`` unchanged).
+        p: the preprocessing record (its ``tfr`` section gives the image settings).
 
     Returns:
         float32 (F, T) image (default (32, 32) z-scored log power over 0.7-3.5 Hz).
@@ -304,10 +332,8 @@ def tfr_image(pulse, p: Mapping) -> np.ndarray:
 
     Method: STFT spectrogram (Allen 1977) or Morlet scalogram, per the manifest.
     """
-    from edge.signals.tfr import tfr_compute
-
     check_preprocessing(p)
-    return tfr_compute(np.asarray(pulse, dtype=np.float64), float(p["fps"]), **p["tfr"]).astype(np.float32)
+    return tfr_compute(np.asarray(pulse, dtype=np.float64), p.fps, **p.tfr.kwargs()).astype(np.float32)
 
 
 @dataclass(frozen=True, eq=False)
@@ -331,7 +357,7 @@ class FaceInputs:
 
 
 def face_inputs(plan: FacePlan, frame_t_s, pulse_rgb, clip_crops: Sequence, seq_crops: Sequence,
-                p: Mapping, timings: dict | None = None) -> FaceInputs:
+                p: Preprocessing, timings: dict | None = None) -> FaceInputs:
     """Assemble the face tensors of a window from its planned frames.
 
     Args:
@@ -342,7 +368,7 @@ def face_inputs(plan: FacePlan, frame_t_s, pulse_rgb, clip_crops: Sequence, seq_
         clip_crops: one item per clip slot: uint8 (S, S, 3) ``crop_face`` of the slot's frame,
             or None (no frame, or no face in it).
         seq_crops: the same per sequence slot.
-        p: the preprocessing dict.
+        p: the preprocessing record (:class:`edge.spec.Preprocessing`).
         timings: optional dict that receives the milliseconds spent in ``"pulse"`` (resampling,
             rPPG, cleaning) and ``"tfr"``.
 
@@ -351,12 +377,11 @@ def face_inputs(plan: FacePlan, frame_t_s, pulse_rgb, clip_crops: Sequence, seq_
 
     Raises:
         BadInputError: wrong counts, shapes or dtypes.
-        ConfigError: a malformed preprocessing dict.
+        ConfigError: ``p`` is not a preprocessing record.
     """
     check_preprocessing(p)
-    pf = p["face"]
-    s = int(pf["crop_size"])
-    n_clip, n_seq = int(pf["clip_frames"]), int(pf["seq_frames"])
+    s = p.face.crop_size
+    n_clip, n_seq = p.face.clip_frames, p.face.seq_frames
     if len(clip_crops) != n_clip or len(seq_crops) != n_seq:
         raise BadInputError(f"need {n_clip} clip and {n_seq} sequence crops, got {len(clip_crops)} and "
                             f"{len(seq_crops)}")
@@ -377,7 +402,7 @@ def face_inputs(plan: FacePlan, frame_t_s, pulse_rgb, clip_crops: Sequence, seq_
     started = time.perf_counter()
     pulse = pulse_from_rgb(t[plan.pulse_idx], pulse_rgb, plan.t_grid0_s, p)
     mid = time.perf_counter()
-    f_rows, t_cols = (int(v) for v in p["tfr"]["shape"])
+    f_rows, t_cols = p.tfr.shape
     image = tfr_image(pulse.pulse, p) if pulse.ok else np.zeros((f_rows, t_cols), np.float32)
     if timings is not None:
         timings["pulse"] = (mid - started) * 1e3
@@ -388,7 +413,7 @@ def face_inputs(plan: FacePlan, frame_t_s, pulse_rgb, clip_crops: Sequence, seq_
 # -- contact -------------------------------------------------------------------------------------
 
 
-def resample_contact(t_s, values, t_end_s: float, p: Mapping, breaks=None) -> tuple[np.ndarray, np.ndarray]:
+def resample_contact(t_s, values, t_end_s: float, p: Preprocessing, breaks=None) -> tuple[np.ndarray, np.ndarray]:
     """One contact stream on the window's grid (``n_samples`` at ``rate_hz`` ending at ``t_end_s``).
 
     The runtime gets the same grid from :meth:`firmware_bridge.buffers.StreamBuffers.window`
@@ -399,7 +424,7 @@ def resample_contact(t_s, values, t_end_s: float, p: Mapping, breaks=None) -> tu
         t_s: float64 (N,) sample times, s, sorted.
         values: float64 (N,) samples (NaN = missing).
         t_end_s: end of the window, s.
-        p: the preprocessing dict.
+        p: the preprocessing record (:class:`edge.spec.Preprocessing`).
         breaks: optional bool (N,) True where a sample starts a new run (lost packets).
 
     Returns:
@@ -411,13 +436,11 @@ def resample_contact(t_s, values, t_end_s: float, p: Mapping, breaks=None) -> tu
     Method: linear interpolation with gap masks and an optional box anti-alias pre-filter
     (``resample_to_grid``).
     """
-    from firmware_bridge.resample import resample_to_grid
-
     check_preprocessing(p)
-    pc = p["contact"]
-    rate, n = float(pc["rate_hz"]), int(pc["n_samples"])
-    return resample_to_grid(t_s, values, rate, float(t_end_s) - n / rate, n,
-                            antialias=bool(pc["antialias"]), breaks=breaks)
+    pc = p.contact
+    rate, n = pc.rate_hz, pc.n_samples
+    return resample_to_grid(t_s, values, rate, float(t_end_s) - n / rate, n, max_gap_periods=pc.max_gap_periods,
+                            antialias=pc.antialias, breaks=breaks)
 
 
 def ecg_level_hr(t_s, values, t0_s: float, t_end_s: float, min_beats: int) -> float:
@@ -435,9 +458,6 @@ def ecg_level_hr(t_s, values, t0_s: float, t_end_s: float, min_beats: int) -> fl
 
     Method: Pan & Tompkins 1985 R peaks (:func:`edge.signals.ecg.ecg_peaks`); Task Force 1996.
     """
-    from edge.signals.ecg import ecg_peaks
-    from edge.signals.hrv import hrv_time
-
     t = np.asarray(t_s, dtype=np.float64)
     v = np.asarray(values, dtype=np.float64)
     inside = (t >= t0_s) & (t < t_end_s) & np.isfinite(v)
@@ -469,7 +489,7 @@ class ContactInputs:
     eda_tonic_us: float
 
 
-def contact_inputs(grids: Mapping[str, tuple[np.ndarray, np.ndarray] | None], p: Mapping, *,
+def contact_inputs(grids: Mapping[str, tuple[np.ndarray, np.ndarray] | None], p: Preprocessing, *,
                    eda_units: str | None = "uS", ecg_hr_bpm: float = math.nan) -> ContactInputs:
     """Normalise the contact rows of a window and compute their level summaries.
 
@@ -477,8 +497,9 @@ def contact_inputs(grids: Mapping[str, tuple[np.ndarray, np.ndarray] | None], p:
         grids: stream name (``preprocessing.contact.streams``, e.g. ``"ppg"``, ``"eda"``) ->
             ``(y, valid)`` on the window grid (:func:`resample_contact`), or None / absent
             when the stream does not exist.
-        p: the preprocessing dict.
-        eda_units: the EDA stream's units; the tonic level is computed only for ``"uS"``.
+        p: the preprocessing record (:class:`edge.spec.Preprocessing`).
+        eda_units: the EDA stream's units; the tonic level is computed only when they are the
+            units ``contact.signals`` declares for EDA (microsiemens).
         ecg_hr_bpm: HR from ECG (:func:`ecg_level_hr`), used for the level when there is no
             usable PPG row; NaN when none.
 
@@ -487,19 +508,15 @@ def contact_inputs(grids: Mapping[str, tuple[np.ndarray, np.ndarray] | None], p:
 
     Raises:
         BadInputError: a grid of the wrong length.
-        ConfigError: a malformed preprocessing dict.
+        ConfigError: ``p`` is not a preprocessing record.
 
     Method: per-window z-scores; PPG peaks after Elgendi et al. 2013 (PLoS ONE 8(10)) and HRV
     after the Task Force 1996; EDA tonic/phasic decomposition (:func:`edge.signals.eda.eda_decompose`).
     """
-    from edge.signals.eda import eda_decompose
-    from edge.signals.hrv import hrv_time
-    from edge.signals.ppg import ppg_peaks
-
     check_preprocessing(p)
-    pc, pl = p["contact"], p["contact_level"]
-    rate, n = float(pc["rate_hz"]), int(pc["n_samples"])
-    names = list(pc["streams"])
+    pc, pl = p.contact, p.contact_level
+    rate, n = pc.rate_hz, pc.n_samples
+    names = list(pc.streams)
     rows = np.zeros((len(names), n), np.float32)
     present = np.zeros(len(names), bool)
     level = np.zeros(2, np.float32)
@@ -512,12 +529,12 @@ def contact_inputs(grids: Mapping[str, tuple[np.ndarray, np.ndarray] | None], p:
         y, valid = np.asarray(g[0], dtype=np.float64), np.asarray(g[1], dtype=bool)
         if y.shape != (n,) or valid.shape != (n,):
             raise BadInputError(f"contact grid {name!r} must be ({n},), got {y.shape} / {valid.shape}")
-        if valid.mean() < float(pc["min_valid_fraction"]):
+        if valid.mean() < pc.min_valid_fraction:
             continue
         usable[name] = (y, valid)
         mean, std = float(y[valid].mean()), float(y[valid].std())
         z = (y - mean) / std if std > 1e-12 else np.zeros(n)
-        rows[r] = np.where(valid, z, float(pc["invalid_value"])).astype(np.float32)
+        rows[r] = np.where(valid, z, pc.invalid_value).astype(np.float32)
         present[r] = True
 
     hr_bpm = math.nan
@@ -527,18 +544,19 @@ def contact_inputs(grids: Mapping[str, tuple[np.ndarray, np.ndarray] | None], p:
         # rejected by hrv's NN rule.
         filled = np.where(valid, y, y[valid].mean())
         h = hrv_time(ppg_peaks(filled, rate), rate)
-        if h.n_beats >= int(pl["min_beats"]):
+        if h.n_beats >= pl.min_beats:
             hr_bpm = h.mean_hr_bpm
     elif math.isfinite(ecg_hr_bpm):
         hr_bpm = float(ecg_hr_bpm)
     if math.isfinite(hr_bpm):
-        level[0], level_ok[0] = hr_bpm / float(pl["hr_scale_bpm"]), True
+        level[0], level_ok[0] = hr_bpm / pl.hr_scale_bpm, True
     tonic_us = math.nan
-    if "eda" in usable and eda_units == "uS":
+    eda_spec = pc.signal("eda")
+    if "eda" in usable and eda_spec is not None and eda_units == eda_spec.units:
         y, valid = usable["eda"]
         tonic, _ = eda_decompose(np.where(valid, y, y[valid].mean()), rate)
         tonic_us = float(tonic[valid].mean())
-        level[1], level_ok[1] = tonic_us / float(pl["eda_scale_us"]), True
+        level[1], level_ok[1] = tonic_us / pl.eda_scale_us, True
     return ContactInputs(rows, present, level, level_ok, hr_bpm, tonic_us)
 
 

@@ -125,6 +125,9 @@ class FaceSpec:
         seq_frames: crops in that sequence.
         max_frame_age_periods: a slot takes the latest frame at or before its time if it is at
             most this many frame periods old (2.5: one dropped frame is bridged, two are not).
+        track_warmup_s: offline paths (training, calibration) start the tracker this long
+            before the pulse window (:mod:`edge.windows`); the device's tracker runs from the
+            start of its stream.
     """
 
     box: str
@@ -136,6 +139,7 @@ class FaceSpec:
     seq_rate_hz: float
     seq_frames: int
     max_frame_age_periods: float
+    track_warmup_s: float
 
     @property
     def tracker_settings(self) -> dict:
@@ -271,6 +275,14 @@ class ContactSpec:
                 return s
         return None
 
+    def stream_for(self, name: str, available) -> str | None:
+        """The sensor stream that carries signal ``name``: the first of its aliases (in order of
+        preference) among ``available`` stream names, exact match; None when none is there.
+        The runtime and calibration both choose streams with this."""
+        spec = self.signal(name)
+        have = set(available)
+        return None if spec is None else next((a for a in spec.aliases if a in have), None)
+
 
 @dataclass(frozen=True)
 class LevelSpec:
@@ -356,7 +368,8 @@ class Preprocessing:
             "face": {"box": f.box, "tracker": dict(f.tracker), "crop_size": f.crop_size,
                      "crop_margin": f.crop_margin, "clip_frames": f.clip_frames,
                      "clip_stride_frames": f.clip_stride_frames, "seq_rate_hz": f.seq_rate_hz,
-                     "seq_frames": f.seq_frames, "max_frame_age_periods": f.max_frame_age_periods},
+                     "seq_frames": f.seq_frames, "max_frame_age_periods": f.max_frame_age_periods,
+                     "track_warmup_s": f.track_warmup_s},
             "rppg": {"roi": {k: list(v) for k, v in r.roi}, "skin": r.skin, "method": r.method,
                      "method_window_s": r.method_window_s, "pulse_window_s": r.pulse_window_s,
                      "clean": r.clean.kwargs(), "gap_fill": r.gap_fill, "max_gap_periods": r.max_gap_periods,
@@ -401,7 +414,7 @@ class Preprocessing:
 def _parse_face(node: Any) -> FaceSpec:
     w = _path("face")
     f = _obj(node, w, ("box", "tracker", "crop_size", "crop_margin", "clip_frames", "clip_stride_frames",
-                       "seq_rate_hz", "seq_frames", "max_frame_age_periods"))
+                       "seq_rate_hz", "seq_frames", "max_frame_age_periods", "track_warmup_s"))
     tw = w + ".tracker"
     tr = f["tracker"]
     if not isinstance(tr, Mapping):
@@ -430,6 +443,7 @@ def _parse_face(node: Any) -> FaceSpec:
         seq_rate_hz=_num(f, "seq_rate_hz", w, lo=0.0, lo_open=True, hi=1000.0),
         seq_frames=_num(f, "seq_frames", w, lo=1, hi=100_000, integer=True),
         max_frame_age_periods=_num(f, "max_frame_age_periods", w, lo=1.0, hi=100.0),
+        track_warmup_s=_num(f, "track_warmup_s", w, lo=0.0, hi=3600.0),
     )
 
 
@@ -543,6 +557,12 @@ _V1_SIGNALS = {
 }
 
 
+# Two seconds hold six detections (one every 10 frames at 30 fps) and let the box smoothing
+# settle (time constant ~3 frames): after that a fresh tracker and one that has run for minutes
+# give the same box to a fraction of a pixel.
+_TRACK_WARMUP_S = 2.0
+
+
 def upgrade_v1(d: Mapping) -> dict:
     """A version 1 ``preprocessing`` object as version 2, with the settings version 1 kept in code.
 
@@ -565,7 +585,8 @@ def upgrade_v1(d: Mapping) -> dict:
             raise ConfigError(f"preprocessing.{key} must be an object")
         sections[key] = dict(node)
     face = {k: v for k, v in sections["face"].items() if k not in ("crop", "clip_span_s", "frame_pick")}
-    face.update(box="tracker", tracker={}, max_frame_age_periods=DEFAULT_MAX_GAP_PERIODS)
+    face.update(box="tracker", tracker={}, max_frame_age_periods=DEFAULT_MAX_GAP_PERIODS,
+                track_warmup_s=_TRACK_WARMUP_S)
     rppg = {k: v for k, v in sections["rppg"].items() if k not in ("roi", "resample")}
     rppg.update(roi={k: list(v) for k, v in FACE_ROI_FRACTIONS.items()}, max_gap_periods=DEFAULT_MAX_GAP_PERIODS,
                 min_valid_fraction=0.5, hr_min_face_fraction=0.9)
@@ -583,7 +604,7 @@ DEFAULT = Preprocessing.from_dict({
     "window_s": 60.0,
     "face": {"box": "tracker", "tracker": {}, "crop_size": 32, "crop_margin": 0.15, "clip_frames": 8,
              "clip_stride_frames": 8, "seq_rate_hz": 2.0, "seq_frames": 120,
-             "max_frame_age_periods": DEFAULT_MAX_GAP_PERIODS},
+             "max_frame_age_periods": DEFAULT_MAX_GAP_PERIODS, "track_warmup_s": _TRACK_WARMUP_S},
     "rppg": {"roi": {k: list(v) for k, v in FACE_ROI_FRACTIONS.items()}, "skin": "chai_ngan_wide", "method": "pos",
              "method_window_s": 1.6, "pulse_window_s": 10.0,
              "clean": {"lam": 100.0, "lo": 0.7, "hi": 3.5, "order": 4}, "gap_fill": 0.0,

@@ -45,6 +45,7 @@ from edge.bundle import (
     parse_manifest,
     sha256_file,
 )
+from edge.spec import Preprocessing
 from export.onnx_export import (
     FACE_ENCODER_INPUT,
     FACE_ENCODER_OUTPUT,
@@ -168,12 +169,17 @@ def load_parity_windows(spec: str, *, cache_dir=None, workers: int = 1, preproce
     return load_dataset(spec, cache_dir=cache_dir, workers=workers, preprocessing=preprocessing)
 
 
-def _check_preprocessing(ckpt: dict, windows, spec: str) -> None:
+def _ckpt_preprocessing(ckpt: dict) -> Preprocessing:
     want = ckpt.get("preprocessing")
     if not isinstance(want, dict) or not want:
-        raise BadInputError("the checkpoint records no preprocessing dict; cannot write a "
+        raise BadInputError("the checkpoint records no preprocessing; cannot write a "
                             "manifest that configures the device")
-    got = dict(windows.preprocessing)
+    return Preprocessing.from_dict(want)
+
+
+def _check_preprocessing(ckpt: dict, windows, spec: str) -> None:
+    want = _ckpt_preprocessing(ckpt).to_dict()
+    got = windows.preprocessing.to_dict()
     if _canonical(want) != _canonical(got):
         diff = sorted(k for k in set(want) | set(got)
                       if _canonical(want.get(k)) != _canonical(got.get(k)))
@@ -249,9 +255,8 @@ def write_bundle(
                                 "checkpoint holds no face_encoder weights")
     ckpt_data = ckpt.get("data") or {}
     spec = data or ckpt_data.get("spec") or DEFAULT_PARITY_DATA
-    want = ckpt.get("preprocessing")
     windows = load_parity_windows(spec, cache_dir=cache_dir, workers=workers,
-                                  preprocessing=want if isinstance(want, dict) and want else None)
+                                  preprocessing=_ckpt_preprocessing(ckpt))
     _check_preprocessing(ckpt, windows, spec)
     idx = parity_indices(len(np.asarray(windows.subject)), parity_windows)
     log.info("parity on %d windows of %s", idx.size, spec)
@@ -315,7 +320,7 @@ def write_bundle(
             model_version=f"{_version('emofuse')}+{ckpt_sha[:12]}",
             inputs=tuple(_spec(n, feeds[n], _meaning(n)) for n in names),
             outputs=tuple(_spec(o, reference[o], _meaning(o)) for o in OUTPUT_NAMES),
-            preprocessing=_jsonable(ckpt["preprocessing"]),
+            preprocessing=_ckpt_preprocessing(ckpt),
             labels=_jsonable(ckpt.get("labels") or {}),
             training=_jsonable({
                 "metrics": ckpt.get("metrics", {}),

@@ -39,6 +39,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from edge.spec import DEFAULT, Preprocessing
 from export.models import (
     CHECKPOINT_FORMAT, LABELS, MODELS, USES_FACE_ENCODER, EmotionModel, FaceEncoder,
     build_model, count_flops, count_parameters, encoder_preset, face_feats_from_crops,
@@ -119,14 +120,10 @@ class TrainConfig:
         return cfg
 
 
-def preprocessing_for(encoder: str = "tiny") -> dict:
-    """The model-input settings for a face encoder size: :data:`PREPROCESSING` with
+def preprocessing_for(encoder: str = "tiny") -> Preprocessing:
+    """The model-input settings for a face encoder size: :data:`edge.spec.DEFAULT` with
     ``face.crop_size`` set to the encoder's crop side. Raises ConfigError for an unknown size."""
-    from export.data.preprocess import PREPROCESSING
-
-    p = copy.deepcopy(PREPROCESSING)
-    p["face"]["crop_size"] = int(encoder_preset(encoder)["size"])
-    return p
+    return DEFAULT.replace(**{"face.crop_size": int(encoder_preset(encoder)["size"])})
 
 
 def check_crop_size(windows, cfg: "TrainConfig") -> None:
@@ -271,13 +268,13 @@ def parse_data_spec(spec: str) -> tuple[str, dict | str]:
 
 
 def load_dataset(spec: str, cache_dir=None, workers: int = 1, progress: bool = False,
-                 preprocessing: dict | None = None):
+                 preprocessing: Preprocessing | None = None):
     """An ``EmotionWindows`` from a ``--data`` spec (see :func:`parse_data_spec`).
 
     Synthetic sets are built by ``export.data.build_synth_dataset`` (cached under
     ``cache_dir``); corpora are read by ``export.data.corpora`` and cut into the contract's
     windows by its ``windows_from_corpus``; both with ``preprocessing`` (default
-    ``PREPROCESSING``). A ``.npz`` is read by ``EmotionWindows.load`` as it was made.
+    :data:`edge.spec.DEFAULT`). A ``.npz`` is read by ``EmotionWindows.load`` as it was made.
 
     Raises:
         ConfigError: bad spec. BadInputError: missing or unreadable data.
@@ -619,7 +616,7 @@ def build_checkpoint(model: EmotionModel, encoder: FaceEncoder | None, windows, 
         "model": cfg.model,
         "config": model.config,
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "preprocessing": dict(windows.preprocessing),
+        "preprocessing": windows.preprocessing.to_dict(),
         "labels": LABELS,
         "data": data,
         "metrics": metrics,
@@ -688,7 +685,7 @@ def train(windows, cfg: TrainConfig, out_dir, data_spec: str = "", cache_dir=Non
     return report
 
 
-def _load_corpus(kind: str, spec: str, preprocessing: dict | None = None):
+def _load_corpus(kind: str, spec: str, preprocessing: Preprocessing | None = None):
     """Windows of a real corpus: ``DIR`` or ``DIR,videos=VIDEO_DIR`` (``export.data.corpora``).
 
     DEAP and AMIGOS take their face videos from ``videos=`` (else ``DIR/face_video`` when it

@@ -146,6 +146,7 @@ def resample_to_grid(
     method: str = "linear",
     antialias: bool = False,
     breaks=None,
+    max_gap_periods: float = DEFAULT_MAX_GAP_PERIODS,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Resample irregularly timed samples onto the grid ``t_start_s + k / rate_hz``, k = 0..n-1.
 
@@ -182,11 +183,13 @@ def resample_to_grid(
         t_start_s: time of grid point 0, s, same origin as ``t_s``.
         n: number of grid points, >= 0.
         max_gap_s: longest interval between samples still interpolated across, s. Default
-            ``DEFAULT_MAX_GAP_PERIODS`` (2.5) times the median spacing of the samples.
+            ``max_gap_periods`` times the median spacing of the samples.
         method: a key of :data:`METHODS`.
         antialias: average over the grid spacing before sampling when downsampling.
         breaks: optional (N,) bool, True where a sample starts a new run, e.g. after lost
             packets: the interval that ends on it is a hole whatever its length.
+        max_gap_periods: the default gap limit in source periods (a bundle's
+            ``preprocessing.rppg.max_gap_periods`` / ``contact.max_gap_periods``).
 
     Returns:
         ``(y, valid)``: ``y`` float64 of shape (n,) for 1-D ``x`` or (n, C) for 2-D ``x``,
@@ -222,7 +225,7 @@ def resample_to_grid(
     if t.size >= 2 and n > 0:
         dt = np.diff(t)
         period = float(np.median(dt))
-        gap = float(max_gap_s) if max_gap_s is not None else DEFAULT_MAX_GAP_PERIODS * period
+        gap = float(max_gap_s) if max_gap_s is not None else float(max_gap_periods) * period
         hole = dt > gap
         if brk is not None:
             hole |= brk[1:]

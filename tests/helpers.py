@@ -71,6 +71,14 @@ def face_only_bundle(tmp_path_factory):
     return root / "bundle"
 
 
+def preprocessing_dict(**changes) -> dict:
+    """A complete ``preprocessing`` object as a manifest holds it: :data:`edge.spec.DEFAULT` with
+    dotted-path changes (``preprocessing_dict(**{"contact.n_samples": 4})``)."""
+    from edge.spec import DEFAULT
+
+    return DEFAULT.replace(**changes).to_dict()
+
+
 def tfr_only_bundle(root: Path, preprocessing: dict, *, weights=None, version: str = "test") -> Path:
     """A torch-free bundle: a real, tiny ONNX graph (``tfr`` -> flatten -> MatMul -> two
     Softmaxes, untrained) with a manifest carrying ``preprocessing``. ``weights``: the MatMul's

@@ -229,11 +229,13 @@ def roi_mean_rgb(frame_bgr: np.ndarray, box, skin: bool | str = True) -> np.ndar
     return _pooled(frame_bgr, (box,), skin).rgb
 
 
-def face_rois(box) -> list[tuple[int, int, int, int]]:
+def face_rois(box, regions=None) -> list[tuple[int, int, int, int]]:
     """Forehead, left-cheek and right-cheek sub-boxes of a face box.
 
     Args:
         box: face box (x, y, w, h) in pixels, e.g. from ``edge.face.HaarFaceDetector``.
+        regions: name -> (x0, y0, x1, y1) fractions of the box (a bundle's
+            ``preprocessing.rppg.roi``); default :data:`FACE_ROI_FRACTIONS`.
 
     Returns:
         Three int boxes (x, y, w, h) in frame pixels, in the order of
@@ -251,7 +253,7 @@ def face_rois(box) -> list[tuple[int, int, int, int]]:
     if w < 0 or h < 0:
         raise BadInputError(f"box width and height must be >= 0, got {box!r}")
     out = []
-    for fx0, fy0, fx1, fy1 in FACE_ROI_FRACTIONS.values():
+    for fx0, fy0, fx1, fy1 in (FACE_ROI_FRACTIONS if regions is None else regions).values():
         bx0 = int(round(x + fx0 * w))
         by0 = int(round(y + fy0 * h))
         bx1 = int(round(x + fx1 * w))
@@ -260,16 +262,16 @@ def face_rois(box) -> list[tuple[int, int, int, int]]:
     return out
 
 
-def face_stats(frame_bgr: np.ndarray, box, skin: bool | str = True) -> RoiStats:
+def face_stats(frame_bgr: np.ndarray, box, skin: bool | str = True, regions=None) -> RoiStats:
     """Pixel-weighted mean RGB over the forehead and both cheeks of a face box, with counts.
 
-    Same arguments, result type and errors as :func:`roi_stats`; ``n_skin`` and ``n_box``
-    are totals over the three sub-boxes of :func:`face_rois`.
+    Same arguments, result type and errors as :func:`roi_stats` (``regions`` as in
+    :func:`face_rois`); ``n_skin`` and ``n_box`` are totals over the sub-boxes.
     """
-    return _pooled(frame_bgr, face_rois(box), skin)
+    return _pooled(frame_bgr, face_rois(box, regions), skin)
 
 
-def face_rgb(frame_bgr: np.ndarray, box, skin: bool | str = True) -> np.ndarray:
+def face_rgb(frame_bgr: np.ndarray, box, skin: bool | str = True, regions=None) -> np.ndarray:
     """Mean R, G, B over the skin pixels of the forehead and both cheeks of a face box.
 
     Each region contributes in proportion to its skin-pixel count (one pooled mean), so a
@@ -279,6 +281,7 @@ def face_rgb(frame_bgr: np.ndarray, box, skin: bool | str = True) -> np.ndarray:
         frame_bgr: uint8 (H, W, 3) BGR frame, read in place.
         box: face box (x, y, w, h) in pixels.
         skin: as in :func:`roi_stats`.
+        regions: as in :func:`face_rois`.
 
     Returns:
         float64 (3,) mean R, G, B in 8-bit units; NaN triple if no sub-box pixel qualifies.
@@ -287,7 +290,7 @@ def face_rgb(frame_bgr: np.ndarray, box, skin: bool | str = True) -> np.ndarray:
         BadInputError: frame not uint8 (H, W, 3); box not 4 numbers or with negative size.
         ConfigError: unknown skin rule.
     """
-    return _pooled(frame_bgr, face_rois(box), skin).rgb
+    return _pooled(frame_bgr, face_rois(box, regions), skin).rgb
 
 
 def warmup() -> None:

@@ -1,13 +1,13 @@
 """Datasets for the emotion models: the synthetic subject-structured set and real corpora.
 
 Every dataset is an :class:`EmotionWindows` (one ``.npz``) of windows cut by
-:func:`windows_from_session` with the runtime's own kernels and the one
-:data:`PREPROCESSING` dict; see docs/DATASET.md.
+:func:`edge.windows.windows_from_session` with the runtime's own kernels and one
+:class:`edge.spec.Preprocessing` record; see docs/DATASET.md.
 
 Names are imported lazily (PEP 562): ``import export.data`` loads neither Numba nor OpenCV.
 
 Public API (module in brackets):
-    PREPROCESSING, windows_from_session, Window, Recording, Stream, EmotionWindows,
+    windows_from_session, Window, Recording, Stream, EmotionWindows,
     loso_splits, kfold_subject_splits, window_shapes                       [preprocess]
     build_synth_dataset, SynthConfig, SYNTH_PRESETS, synth_trials            [synth]
     load_deap, load_mahnob, load_amigos, windows_from_corpus, TrialRecord,
@@ -18,7 +18,7 @@ from __future__ import annotations
 import importlib
 
 _EXPORTS = {
-    "preprocess": ("PREPROCESSING", "windows_from_session", "Window", "Recording", "Stream", "EmotionWindows",
+    "preprocess": ("windows_from_session", "Window", "Recording", "Stream", "EmotionWindows",
                    "loso_splits", "kfold_subject_splits", "window_shapes", "ARRAY_NAMES"),
     "synth": ("build_synth_dataset", "SynthConfig", "SYNTH_PRESETS", "synth_trials"),
     "corpora": ("load_deap", "load_mahnob", "load_amigos", "windows_from_corpus", "TrialRecord", "read_bdf",

@@ -30,7 +30,6 @@ containers, so a tampered file cannot run code.
 """
 from __future__ import annotations
 
-import copy
 import logging
 import math
 import pickle
@@ -43,7 +42,8 @@ from typing import Any
 
 import numpy as np
 
-from export.data.preprocess import PREPROCESSING, EmotionWindows, Recording, Window, windows_from_session
+from edge.spec import DEFAULT, Preprocessing
+from export.data.preprocess import EmotionWindows, Recording, Window, windows_from_session
 from firmware_bridge.errors import BadInputError, ConfigError
 
 __all__ = [
@@ -539,23 +539,20 @@ CORPORA: dict[str, Callable[..., Iterator[TrialRecord]]] = {
 # -- video -----------------------------------------------------------------------------------
 
 class VideoSource:
-    """Frames of a video file with their times and Haar face boxes, read on demand.
+    """Frames of a video file with their times, read on demand (faces are found by
+    :func:`edge.windows.windows_from_session` with the record's face-box method).
 
-    Frame i is at ``t0_s + i / fps`` (the container's nominal rate). Face boxes come from
-    ``edge.face.HaarFaceDetector`` on each requested frame; where it finds nothing the last
-    box found in an earlier requested frame is held (a face rarely jumps), otherwise None.
+    Frame i is at ``t0_s + i / fps`` (the container's nominal rate).
 
     Args:
         path: the video file.
         t0_s: time of frame 0 in the trial's time base, s.
-        detector: an object with ``detect(frame_bgr) -> list of boxes`` (default a new
-            ``HaarFaceDetector()``).
 
     Raises:
         BadInputError: the file cannot be opened or reports no frames or no frame rate.
     """
 
-    def __init__(self, path: str | Path, t0_s: float = 0.0, detector: Any = None) -> None:
+    def __init__(self, path: str | Path, t0_s: float = 0.0) -> None:
         import cv2
 
         self.path = Path(path)
@@ -571,9 +568,7 @@ class VideoSource:
             raise BadInputError(f"{self.path}: video reports {n} frames at {fps} fps")
         self.fps = fps
         self.frame_times_s = float(t0_s) + np.arange(n) / fps
-        self._detector = detector
         self._frames: dict[int, np.ndarray] = {}
-        self._boxes: dict[int, Any] = {}
 
     def frames_at(self, indices: Sequence[int]) -> dict[int, np.ndarray]:
         """Decode the given frames (sorted ascending), reading sequentially from the first.
@@ -614,40 +609,19 @@ class VideoSource:
             raise BadInputError(f"{self.path}: cannot decode frame {i}")
         return got[i]
 
-    def face_box(self, i: int) -> tuple[int, int, int, int] | None:
-        """Face box of frame i (x, y, w, h) px from the detector, or the last one held."""
-        if i in self._boxes:
-            return self._boxes[i]
-        if self._detector is None:
-            from edge.face import HaarFaceDetector
 
-            self._detector = HaarFaceDetector()
-        frame = self._frames.get(i)
-        if frame is None:
-            frame = self.frame(i)
-        boxes = self._detector.detect(frame)
-        if boxes:
-            box = tuple(int(v) for v in boxes[0])
-        else:
-            earlier = [k for k in self._boxes if k < i and self._boxes[k] is not None]
-            box = self._boxes[max(earlier)] if earlier else None
-        self._boxes[i] = box
-        return box
-
-
-def _recording(record: TrialRecord, detector: Any) -> Recording:
+def _recording(record: TrialRecord) -> Recording:
     rec = Recording(ppg=record.signals.get("ppg"), eda=record.signals.get("eda"), ecg=record.signals.get("ecg"),
                     t_end_s=record.t_end_s)
     if record.video_path is not None:
-        video = VideoSource(record.video_path, record.video_t0_s, detector)
+        video = VideoSource(record.video_path, record.video_t0_s)
         rec.frame_times_s = video.frame_times_s
         rec.frame = video.frame
         rec.frames_at = video.frames_at
-        rec.face_box = video.face_box
     return rec
 
 
-def windows_from_corpus(records: Iterable[TrialRecord], preprocessing: dict | None = None, detector: Any = None,
+def windows_from_corpus(records: Iterable[TrialRecord], preprocessing: Preprocessing | None = None,
                         progress: bool = False) -> EmotionWindows:
     """The contract windows of corpus trials, one per trial (its last ``window_s`` seconds).
 
@@ -660,8 +634,8 @@ def windows_from_corpus(records: Iterable[TrialRecord], preprocessing: dict | No
 
     Args:
         records: from :func:`load_deap`, :func:`load_mahnob`, :func:`load_amigos`.
-        preprocessing: settings (default :data:`~export.data.preprocess.PREPROCESSING`).
-        detector: face detector for the videos (default ``edge.face.HaarFaceDetector()``).
+        preprocessing: the record (default :data:`edge.spec.DEFAULT`); faces are found by its
+            face-box method (:mod:`edge.windows`), as on the device.
         progress: show a tqdm progress bar.
 
     Returns:
@@ -671,7 +645,7 @@ def windows_from_corpus(records: Iterable[TrialRecord], preprocessing: dict | No
     Raises:
         BadInputError: a corrupt file met while loading; no records at all.
     """
-    p = copy.deepcopy(PREPROCESSING if preprocessing is None else preprocessing)
+    p = DEFAULT if preprocessing is None else preprocessing
     windows: list[Window] = []
     rows: list[TrialRecord] = []
     iterator: Iterable[TrialRecord] = records
@@ -680,14 +654,13 @@ def windows_from_corpus(records: Iterable[TrialRecord], preprocessing: dict | No
 
         iterator = tqdm(records, desc="corpus trials", unit="trial")
     for record in iterator:
-        windows.append(windows_from_session(_recording(record, detector), p))
+        windows.append(windows_from_session(_recording(record), p))
         rows.append(record)
     if not rows:
         raise BadInputError("no trials to cut windows from")
     meta = {
         "source": sorted({r.corpus for r in rows}),
-        "preprocessing": p,
-        "face_boxes": "edge.face.HaarFaceDetector on each cropped frame, last box held",
+        "preprocessing": p.to_dict(),
         "records": [{"corpus": r.corpus, "subject": r.subject, "trial": r.trial,
                      "source": str(r.source) if r.source else None,
                      "video": str(r.video_path) if r.video_path else None, "t_end_s": r.t_end_s} for r in rows],

@@ -16,7 +16,6 @@ derived from ``seed``, so the dataset is identical whatever the number of worker
 """
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import logging
@@ -30,7 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from export.data.preprocess import PREPROCESSING, EmotionWindows, Window, windows_from_session
+from edge.spec import DEFAULT, Preprocessing
+from export.data.preprocess import EmotionWindows, Window, windows_from_session
 from firmware_bridge.errors import BadInputError, ConfigError
 
 __all__ = ["GENERATOR_VERSION", "SYNTH_PRESETS", "SynthConfig", "SynthTrial", "build_synth_dataset", "synth_trials",
@@ -138,8 +138,8 @@ class SynthConfig:
             raise ConfigError(f"trials_per_subject must be an integer >= 1, got {self.trials_per_subject}")
         if int(self.seed) != self.seed or self.seed < 0:
             raise ConfigError(f"seed must be an integer >= 0, got {self.seed}")
-        if self.window_s != PREPROCESSING["window_s"]:
-            raise ConfigError(f"window_s must be the preprocessing window, {PREPROCESSING['window_s']} s")
+        if self.window_s != DEFAULT.window_s:
+            raise ConfigError(f"window_s must be the preprocessing window, {DEFAULT.window_s} s")
         low_ok = 1.0 <= self.low_range[0] < self.low_range[1] <= 5.0
         if not low_ok or not 5.0 < self.high_range[0] < self.high_range[1] <= 9.0:
             raise ConfigError("low_range must lie within 1-5 and high_range within (5, 9], each (low, high)")
@@ -369,8 +369,8 @@ def _render_trial(item: tuple[SynthTrial, dict]) -> Window:
     return windows_from_session(synth_session(trial.sim), preprocessing, t_end_s=trial.sim.duration_s)
 
 
-def _cache_key(cfg: SynthConfig, preprocessing: dict) -> str:
-    blob = json.dumps({"generator": GENERATOR_VERSION, "config": asdict(cfg), "preprocessing": preprocessing},
+def _cache_key(cfg: SynthConfig, preprocessing: Preprocessing) -> str:
+    blob = json.dumps({"generator": GENERATOR_VERSION, "config": asdict(cfg), "preprocessing": preprocessing.to_dict()},
                       sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -385,7 +385,7 @@ def build_synth_dataset(
     preset: str = "default",
     faces: str | Path | None = None,
     config: SynthConfig | None = None,
-    preprocessing: dict | None = None,
+    preprocessing: Preprocessing | None = None,
     progress: bool = False,
 ) -> EmotionWindows:
     """Build (or load from the cache) the synthetic emotion dataset.
@@ -398,14 +398,13 @@ def build_synth_dataset(
             does not depend on it.
         cache_dir: if given, the dataset is read from / written to
             ``cache_dir/synth-<hash>.npz``, the hash covering the generator version, every
-            setting and the preprocessing dict.
+            setting and the preprocessing record.
         preset: a key of :data:`SYNTH_PRESETS` (``"default"``, ``"small"``, ``"tiny"``).
         faces: a folder of face photos giving each subject an identity (``SynthConfig.faces``);
             None = the astronaut for everyone (skin tones still vary).
         config: full settings; when given, n_subjects / trials_per_subject / seed / preset /
             faces are ignored.
-        preprocessing: the model-input settings (default
-            :data:`~export.data.preprocess.PREPROCESSING`), e.g. with another
+        preprocessing: the model-input settings (default :data:`edge.spec.DEFAULT`), e.g. with another
             ``face.crop_size`` for a larger face encoder (:func:`export.train.preprocessing_for`).
         progress: show a tqdm progress bar.
 
@@ -431,7 +430,7 @@ def build_synth_dataset(
         config = SynthConfig(seed=seed, faces=None if faces is None else str(faces), **size)
     if isinstance(workers, bool) or int(workers) != workers or workers < 1:
         raise ConfigError(f"workers must be an integer >= 1, got {workers!r}")
-    preprocessing = copy.deepcopy(PREPROCESSING if preprocessing is None else preprocessing)
+    preprocessing = DEFAULT if preprocessing is None else preprocessing
     cache_path = None
     if cache_dir is not None:
         cache_path = Path(cache_dir) / f"synth-{_cache_key(config, preprocessing)}.npz"
@@ -475,7 +474,7 @@ def build_synth_dataset(
         "source": "synthetic",
         "generator": GENERATOR_VERSION,
         "config": asdict(config),
-        "preprocessing": preprocessing,
+        "preprocessing": preprocessing.to_dict(),
         "seeds": {"seed": config.seed},
         "face_boxes": "generator truth (the device uses the Haar detector)",
         "subjects": [_subject_summary(config, s) for s in subjects],

@@ -15,6 +15,7 @@ from bench.bundle import available_precisions, batch_of, bench_bundle, format_bu
 from edge.bundle import load_bundle, sha256_file
 from edge.cli import main as cli_main
 from firmware_bridge.errors import BadInputError, ConfigError
+from helpers import preprocessing_dict
 
 D = 32
 
@@ -47,7 +48,7 @@ def _write_bundle(root):
         "inputs": [{"name": "x", "shape": ["batch", 16, D], "dtype": "float32", "meaning": "tokens (test)"}],
         "outputs": [{"name": "valence_prob", "shape": ["batch", 2], "dtype": "float32", "meaning": prob},
                     {"name": "arousal_prob", "shape": ["batch", 2], "dtype": "float32", "meaning": prob}],
-        "preprocessing": {"version": 1}, "labels": {"valence": ["low", "high"], "arousal": ["low", "high"]},
+        "preprocessing": preprocessing_dict(), "labels": {"valence": ["low", "high"], "arousal": ["low", "high"]},
         "training": {}, "export": {"opset": 17, "python": sys.version.split()[0]},
         "files": {"model.onnx": {"sha256": sha256_file(root / "model.onnx"), "role": "model"}},
         "parity": {"max_abs_diff": 0.0, "n_windows": 1, "passed": True},

@@ -14,6 +14,7 @@ import pytest
 
 from bench import host, orin, recording
 from bench import pipeline as bp
+from helpers import preprocessing_dict
 
 onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
@@ -66,7 +67,6 @@ def _spec(name, shape, meaning="test tensor"):
 def bundle_dir(tmp_path_factory):
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
 
-    pre = pytest.importorskip("export.data.preprocess")
     root = tmp_path_factory.mktemp("tiny_bundle")
     onnx.save(_graph(), root / "model.onnx")
     rng = np.random.default_rng(1)
@@ -85,7 +85,7 @@ def bundle_dir(tmp_path_factory):
         "schema_version": 1, "model": {"name": "tiny", "version": "t1"},
         "inputs": [_spec("face_clip", [8, 3, 32, 32]), _spec("tfr", [1, 32, 32])],
         "outputs": [_spec("valence_prob", [2]), _spec("arousal_prob", [2])],
-        "preprocessing": pre.PREPROCESSING, "labels": {"valence": ["low", "high"], "arousal": ["low", "high"]},
+        "preprocessing": preprocessing_dict(), "labels": {"valence": ["low", "high"], "arousal": ["low", "high"]},
         "training": {}, "export": {"opset": 17},
         "files": {"model.onnx": {"sha256": _sha(root / "model.onnx"), "role": "model"},
                   "model.int8.onnx": {"sha256": _sha(root / "model.int8.onnx"), "role": "model_int8"}},

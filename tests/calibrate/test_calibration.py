@@ -2,7 +2,6 @@
 builder's function), stratified and split by subject, saved as model-ready arrays."""
 from __future__ import annotations
 
-import copy
 import json
 import sys
 
@@ -17,7 +16,8 @@ from calibrate.calibration import (
     synth_windows, write_calibration,
 )
 from edge.bundle import load_bundle, sha256_file
-from export.data import PREPROCESSING, EmotionWindows, build_synth_dataset
+from edge.spec import DEFAULT as PREPROCESSING
+from export.data import EmotionWindows, build_synth_dataset
 from export.data.synth import SynthConfig
 from firmware_bridge.errors import BadInputError, ConfigError
 
@@ -91,7 +91,7 @@ def write_bundle(root, preprocessing=None, with_face_feats=False):
         "inputs": inputs,
         "outputs": [{"name": "valence_prob", "shape": ["batch", 2], "dtype": "float32", "meaning": prob},
                     {"name": "arousal_prob", "shape": ["batch", 2], "dtype": "float32", "meaning": prob}],
-        "preprocessing": copy.deepcopy(preprocessing or PREPROCESSING),
+        "preprocessing": (preprocessing or PREPROCESSING).to_dict(),
         "labels": {"valence": ["low", "high"], "arousal": ["low", "high"]},
         "training": {}, "export": {"opset": 17, "python": sys.version.split()[0]},
         "files": files, "parity": {"max_abs_diff": 0.0, "n_windows": 1, "passed": True},
@@ -199,8 +199,7 @@ def test_build_split_save_and_reload(tmp_path, pool):
 
 
 def test_other_preprocessing_is_refused(tmp_path, pool):
-    other = copy.deepcopy(PREPROCESSING)
-    other["rppg"]["method"] = "chrom"
+    other = PREPROCESSING.replace(**{"rppg.method": "chrom"})
     bundle = write_bundle(tmp_path / "b", preprocessing=other)
     pool.save(tmp_path / "pool.npz")
     with pytest.raises(ConfigError, match="preprocess"):

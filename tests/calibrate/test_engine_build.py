@@ -32,6 +32,7 @@ from calibrate.engine_build import (
 from edge.bundle import TensorSpec, load_bundle
 from edge.engine.trt import EngineKey, TrtPlatform, engine_records, tensorrt_status
 from firmware_bridge.errors import BadInputError, ConfigError, MissingDependencyError
+from helpers import preprocessing_dict
 
 ORIN = TrtPlatform("10.3.0", "Orin", "8.7")
 TRT10 = TrtCaps("10.3.0", strongly_typed_flag=True, weak_precision_flags=True,
@@ -88,7 +89,7 @@ def make_bundle(root, *, qdq: bool = False, scale: float = 1.0, extra: dict | No
         "schema_version": 1, "model": {"name": "tiny", "version": "t1"},
         "inputs": [_spec("contact", [2, 3])],
         "outputs": [_spec("valence_prob", [2]), _spec("arousal_prob", [2])],
-        "preprocessing": {}, "labels": {"valence": ["low", "high"], "arousal": ["low", "high"]},
+        "preprocessing": preprocessing_dict(**{"contact.n_samples": 3}), "labels": {"valence": ["low", "high"], "arousal": ["low", "high"]},
         "training": {}, "export": {"opset": 17}, "files": files,
         "parity": {"max_abs_diff": 0.0, "n_windows": 1, "passed": True}, **(extra or {}),
     }

@@ -29,13 +29,14 @@ from calibrate.quantize import (  # noqa: E402
 )
 from edge.bundle import load_bundle, sha256_file  # noqa: E402
 from firmware_bridge.errors import BadInputError, ConfigError, MissingDependencyError  # noqa: E402
-from helpers import run_command  # noqa: E402
+from edge.spec import Preprocessing  # noqa: E402
+from helpers import preprocessing_dict, run_command  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore:You are using the legacy TorchScript:DeprecationWarning",
                                         "ignore:The feature will be removed:DeprecationWarning")
 
 T = 64  # time steps of the tiny model's signal input
-PRE = {"version": 1, "window_s": 2.0, "note": "test preprocessing"}
+PRE = Preprocessing.from_dict(preprocessing_dict(**{"contact.n_samples": T}))
 
 
 class TinyFusion(nn.Module):
@@ -86,7 +87,7 @@ def _tiny_bundle(root):
                    {"name": "contact_level", "shape": ["batch", 2], "dtype": "float32", "meaning": "levels (test)"}],
         "outputs": [{"name": "valence_prob", "shape": ["batch", 2], "dtype": "float32", "meaning": prob},
                     {"name": "arousal_prob", "shape": ["batch", 2], "dtype": "float32", "meaning": prob}],
-        "preprocessing": PRE, "labels": {"valence": ["low", "high"], "arousal": ["low", "high"]},
+        "preprocessing": PRE.to_dict(), "labels": {"valence": ["low", "high"], "arousal": ["low", "high"]},
         "training": {}, "export": {"opset": 17, "python": sys.version.split()[0]},
         "files": {"model.onnx": {"sha256": sha256_file(root / "model.onnx"), "role": "model"}},
         "parity": {"max_abs_diff": 0.0, "n_windows": 1, "passed": True},

@@ -23,6 +23,7 @@ from calibrate.triton import (
 from edge.bundle import load_bundle
 from edge.engine.trt import TrtPlatform
 from firmware_bridge.errors import BadInputError, ConfigError
+from helpers import preprocessing_dict
 
 ORIN = TrtPlatform("10.3.0", "Orin", "8.7")
 SERVER = TrtPlatform("10.7.0", "NVIDIA L4", "8.9")
@@ -80,7 +81,7 @@ def make_bundle(root, *, encoder=False, int8=False):
     manifest = {
         "schema_version": 1, "model": {"name": "mvp", "version": "v7"},
         "inputs": _specs(MODEL_IN), "outputs": _specs(MODEL_OUT),
-        "preprocessing": {"window_s": 60.0}, "labels": {"valence": ["low", "high"],
+        "preprocessing": preprocessing_dict(), "labels": {"valence": ["low", "high"],
                                                         "arousal": ["low", "high"]},
         "training": {}, "export": {"opset": 17}, "files": files,
         "parity": {"max_abs_diff": 0.0, "n_windows": 1, "passed": True},

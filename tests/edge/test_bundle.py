@@ -2,6 +2,7 @@
 corruption gives one clear error naming the file; nothing imports torch."""
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import subprocess
@@ -21,7 +22,7 @@ from edge.bundle import (
     sha256_file,
 )
 from firmware_bridge.errors import BadInputError, ConfigError
-from helpers import REPO
+from helpers import REPO, preprocessing_dict
 
 N_IN = 2 * 4  # a (batch, 2, 4) "contact" input flattened
 
@@ -60,8 +61,7 @@ def _manifest(model_sha: str) -> dict:
             {"name": "valence_prob", "shape": ["batch", 2], "dtype": "float32", "meaning": prob},
             {"name": "arousal_prob", "shape": ["batch", 2], "dtype": "float32", "meaning": prob},
         ],
-        "preprocessing": {"contact_fs_hz": 32.0, "window_s": 60.0,
-                          "tfr": {"kind": "stft", "shape": [32, 32]}},
+        "preprocessing": preprocessing_dict(**{"contact.n_samples": 4}),
         "labels": {"valence": ["low", "high"], "arousal": ["low", "high"]},
         "training": {"metrics": {"valence_acc": 0.5}, "protocol": "loso", "data": {}},
         "export": {"opset": 17, "torch": "none", "onnx": onnx.__version__,
@@ -105,10 +105,10 @@ def test_a_valid_bundle_loads_and_its_graph_runs(bundle_dir):
     assert b.input("contact").shape == ("batch", 2, 4)
     assert b.manifest.model_name == "contact" and b.manifest.parity.n_windows == 4
     assert b.manifest.parity.details == {"tolerance": 1e-4}
-    # The reader hands out copies: a caller cannot change what the bundle says.
-    pre = b.preprocessing
-    pre["tfr"]["shape"][0] = 99
-    assert b.preprocessing["tfr"]["shape"] == [32, 32]
+    # The record is frozen: a caller cannot change what the bundle says.
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        b.preprocessing.tfr.shape = (99, 32)
+    assert b.preprocessing.tfr.shape == (32, 32) and b.preprocessing.contact.n_samples == 4
     # Round trip: the dataclasses serialise back to exactly the JSON on disk.
     assert b.manifest.to_dict() == json.loads((bundle_dir / "manifest.json").read_text())
 

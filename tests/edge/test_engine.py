@@ -28,7 +28,7 @@ from edge.engine.trt import (
     tensorrt_status,
 )
 from firmware_bridge.errors import BadInputError, ConfigError, MissingDependencyError
-from helpers import REPO
+from helpers import REPO, preprocessing_dict
 
 RNG = np.random.default_rng(7)
 W = {h: RNG.normal(size=(18, 2)).astype(np.float32) for h in ("valence", "arousal")}
@@ -124,7 +124,7 @@ def make_bundle(root, *, int8: bool = False, encoder: bool = False):
         "schema_version": 1, "model": {"name": "tiny", "version": "t1"},
         "inputs": [_spec("tfr", [1, 4, 4]), _spec("contact_level", [2])],
         "outputs": [_spec("valence_prob", [2]), _spec("arousal_prob", [2])],
-        "preprocessing": {"window_s": 60.0}, "labels": {"valence": ["low", "high"],
+        "preprocessing": preprocessing_dict(**{"tfr.shape": [4, 4]}), "labels": {"valence": ["low", "high"],
                                                         "arousal": ["low", "high"]},
         "training": {}, "export": {"opset": 17}, "files": files,
         "parity": {"max_abs_diff": 0.0, "n_windows": 1, "passed": True},

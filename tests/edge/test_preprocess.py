@@ -13,7 +13,7 @@ from edge import preprocess as ep
 from edge.tracker import TrackState
 from firmware_bridge.errors import BadInputError, ConfigError
 
-P = pytest.importorskip("export.data.preprocess").PREPROCESSING
+from edge.spec import DEFAULT as P  # noqa: E402
 
 
 def _session(duration_s=30.0, seed=3, **kw):

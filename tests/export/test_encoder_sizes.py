@@ -12,7 +12,7 @@ torch = pytest.importorskip("torch")
 from edge.bundle import load_bundle  # noqa: E402
 from export.commands import export as export_cmd  # noqa: E402
 from export.commands import train as train_cmd  # noqa: E402
-from export.data.preprocess import PREPROCESSING  # noqa: E402
+from edge.spec import DEFAULT as PREPROCESSING  # noqa: E402
 from export.models import ENCODER_PRESETS, FaceEncoder, build_model, encoder_preset  # noqa: E402
 from export.pretrain import pretrain_face_encoder  # noqa: E402
 from export.train import (  # noqa: E402
@@ -56,11 +56,10 @@ def test_unknown_size_is_a_config_error():
 
 def test_preprocessing_for_changes_the_crop_side_only():
     small = preprocessing_for("small")
-    assert small["face"]["crop_size"] == 64
-    small["face"]["crop_size"] = PREPROCESSING["face"]["crop_size"]
-    assert small == PREPROCESSING
+    assert small.face.crop_size == 64
+    assert small.replace(**{"face.crop_size": PREPROCESSING.face.crop_size}) == PREPROCESSING
     assert preprocessing_for("tiny") == PREPROCESSING
-    assert PREPROCESSING["face"]["crop_size"] == 32  # the module's dict is not mutated
+    assert PREPROCESSING.face.crop_size == 32  # the record is frozen; replace made a copy
 
 
 def test_model_config_sizes_the_encoder_or_the_feature_width():

@@ -113,7 +113,8 @@ def test_export_each_model_kind(name, tiny, checkpoints, tmp_path):
     assert [s.name for s in m.inputs] == list(model.input_names)
     assert [s.name for s in m.outputs] == ["valence_prob", "arousal_prob"]
     assert all(s.shape[0] == "batch" and s.dtype == "float32" for s in m.inputs)
-    assert m.preprocessing == windows.preprocessing == ckpt["preprocessing"]
+    assert m.preprocessing == windows.preprocessing
+    assert m.preprocessing.to_dict() == ckpt["preprocessing"]
     assert m.labels == {"valence": ["low", "high"], "arousal": ["low", "high"]}
     assert m.export["opset"] == 17 and m.export["torch"] == torch.__version__
     assert m.training["checkpoint_sha256"] == sha256_file(checkpoints[name])

@@ -119,7 +119,7 @@ def test_train_cli_end_to_end_on_the_tiny_dataset(tiny, tmp_path, model, capsys)
     model_obj, ckpt = load_checkpoint(out / "checkpoint.pt")
     assert ckpt["format"] == CHECKPOINT_FORMAT and ckpt["model"] == model
     assert ckpt["labels"] == {"valence": ["low", "high"], "arousal": ["low", "high"]}
-    assert ckpt["preprocessing"] == data.preprocessing
+    assert ckpt["preprocessing"] == data.preprocessing.to_dict()
     assert ckpt["data"]["spec"] == "synth:preset=tiny" and ckpt["protocol"]["name"] == "kfold-subject"
     assert ckpt["metrics"]["cross_validation"].keys() == report["summary"].keys()
     assert (ckpt["face_encoder"] is not None) == (model == "mvp")
