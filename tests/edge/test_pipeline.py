@@ -293,3 +293,47 @@ def test_replay_ends_with_a_summary_of_results_frames_samples_and_files(recordin
     assert f"frames: {len(session)} read, {len(session)} processed, 0 dropped, 0 lost" in err
     samples = session.ecg.values.size + session.ppg.values.size + session.eda.values.size
     assert f"sensor samples: {samples} read" in err and f"files: {out}" in err
+
+
+def test_contact_streams_are_found_by_the_records_names_and_units():
+    """The record names the streams (``contact.signals``) and their units: ECG under another
+    name is found through its alias; EDA in other units than the declared microsiemens is left
+    out, with the reason."""
+    from firmware_bridge.sensors import SimSensorSource
+    from firmware_bridge.types import SensorChunk
+
+    session = _session(duration_s=14.0, seed=2)
+    signals = P.to_dict()["contact"]["signals"]
+    signals["ecg"]["aliases"] = ["lead_ii"]
+    record = P.replace(**{"contact.signals": signals})
+
+    class Renamed:
+        source = "renamed://"
+
+        def __init__(self, eda_units):
+            self.inner, self.eda_units = SimSensorSource(session, chunk_s=0.25), eda_units
+
+        def __next__(self):
+            c = next(self.inner)
+            stream = {"ecg": "lead_ii"}.get(c.stream, c.stream)
+            units = self.eda_units if c.stream == "eda" else c.units
+            return SensorChunk(stream, c.fs_hz, c.t0_ns, c.samples, units, c.seq)
+
+        def close(self):
+            self.inner.close()
+
+    truth = session.mean_hr_bpm(0.0, 14.0)
+    for units, eda_ok in (("uS", True), ("kOhm", False)):
+        with Pipeline(None, [Renamed(units)], None, preprocessing=record) as pipe:
+            late = [r for r in pipe.results() if r.t_s >= 11]
+        assert late and all(abs(r.contact_hr_bpm - truth) < 2 for r in late)  # ECG found as lead_ii
+        if eda_ok:
+            assert all(r.eda_tonic_us is not None and r.status == "ok" for r in late)
+        else:
+            assert all(r.eda_tonic_us is None and r.status == "unknown" and r.reasons == ("contact_units",)
+                       for r in late)
+    # Under the default names, lead_ii is no ECG: the heart rate comes from the PPG instead.
+    with Pipeline(None, [Renamed("uS")], None, preprocessing=P) as pipe:
+        assert pipe.p.contact.signals == P.contact.signals
+        late = [r for r in pipe.results() if r.t_s >= 11]
+    assert all(abs(r.contact_hr_bpm - truth) < 3 for r in late)
