@@ -328,7 +328,7 @@ def bench_pipeline(recording: str | os.PathLike = "sim", *, minutes: float = 2.0
         from edge.bundle import load_bundle
 
         b = load_bundle(meta["bundle"]["path"])
-        p = b.preprocessing
+        p = b.preprocessing.to_dict()  # the Orin estimate reads the manifest's plain JSON form
         eng = meta.get("engine") or {}
         bundle_info.update(path=meta["bundle"]["path"], model=meta["bundle"]["model"],
                            version=meta["bundle"]["version"], backend=eng.get("backend"),

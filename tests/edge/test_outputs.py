@@ -349,7 +349,7 @@ def test_writers_on_a_real_pipeline_run(tmp_path):
     seconds = 12
     video = AnnotatedVideoWriter(tmp_path / "run.avi", fps=30.0)
     pipe = Pipeline(f"sim://?duration_s={seconds}&width=320&height=240&seed=3", [], bundle=None,
-                    preprocessing=pre.PREPROCESSING, on_frame=video.on_frame)
+                    preprocessing=pre.DEFAULT, on_frame=video.on_frame)
     writers = WriterSet([JsonLinesWriter(tmp_path / "run.jsonl", latency=False), CsvWriter(tmp_path / "run.csv"),
                          SessionReportWriter(tmp_path / "run.png", size_px=(800, 600))])
     results = []

@@ -38,7 +38,7 @@ def test_replay_of_the_physrecorder_clip_matches_the_finger_bvp(monkeypatch, cap
     stamps = np.loadtxt(shared_path("rppg/physrecorder-v01/frames_timestamp.csv"), delimiter=",", skiprows=1)
     # A bundle only feeds the preprocessing here; the heart rate needs no model.
     bundle = tmp_path / "bundle"
-    tfr_only_bundle(bundle, P, version="prep-only")
+    tfr_only_bundle(bundle, P.to_dict(), version="prep-only")
     assert emofuse("replay", clip, "--bundle", bundle, monkeypatch=monkeypatch) == 0
     results = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [r["t_s"] for r in results] == [float(k) for k in range(1, len(results) + 1)] and len(results) >= 19
