@@ -87,6 +87,24 @@ def still_clip(x: torch.Tensor, frames: int) -> torch.Tensor:
     return x.unsqueeze(1).expand(-1, frames, -1, -1, -1)
 
 
+def tie_time(encoder: FaceEncoder) -> FaceEncoder:
+    """Copy the first temporal slice's position embeddings to every slice; returns ``encoder``.
+
+    With tied positions a still clip (one crop repeated) holds 4 identical copies of each of
+    the first slice's tokens. Attention over duplicated keys gives the same weighted average as
+    over one copy, and LayerNorm, MLP and the mean pool act per token, so
+    ``encoder(still_clip(x))`` then equals ``encoder.encode_frames(x)`` exactly, at a quarter of
+    the tokens. Training on stills with ``encode_frames`` is therefore training the full clip
+    model with tied temporal positions, four times cheaper.
+    """
+    with torch.no_grad():
+        n = encoder.tokens_per_slice
+        first = encoder.pos_embed[:, :n].clone()
+        for k in range(1, encoder.grid[0]):
+            encoder.pos_embed[:, k * n:(k + 1) * n] = first
+    return encoder
+
+
 def to_float(crops: np.ndarray | torch.Tensor) -> torch.Tensor:
     """uint8 (B, S, S, 3) RGB -> float32 (B, 3, S, S) in [0, 1]."""
     return torch.as_tensor(np.asarray(crops)).permute(0, 3, 1, 2).float() / 255.0
@@ -171,24 +189,26 @@ def score_va(p_v: np.ndarray, p_a: np.ndarray, fs: FaceSet) -> dict:
 
 
 @torch.no_grad()
-def predict(encoder: FaceEncoder, heads: AffectHeads, crops: np.ndarray, batch_size: int = 128) -> dict:
+def predict(encoder: FaceEncoder, heads: AffectHeads, crops: np.ndarray, batch_size: int = 128,
+            frames_only: bool = False) -> dict:
     """Head outputs of still crops: {"expression": (N, 8) probs, "valence": (N,), "arousal": (N,)}
-    probabilities, float64."""
+    probabilities, float64. The crop is repeated over the full clip, or with ``frames_only``
+    fed through :meth:`FaceEncoder.encode_frames` (the same result once :func:`tie_time`)."""
     encoder.eval()
     heads.eval()
     ex, pv, pa = [], [], []
     for i in range(0, len(crops), batch_size):
-        x = still_clip(to_float(crops[i:i + batch_size]), encoder.frames)
-        out = heads(encoder(x))
+        x = to_float(crops[i:i + batch_size])
+        out = heads(encoder.encode_frames(x) if frames_only else encoder(still_clip(x, encoder.frames)))
         ex.append(out["expression"].softmax(-1).double().numpy())
         pv.append(torch.sigmoid(out["valence"]).double().numpy())
         pa.append(torch.sigmoid(out["arousal"]).double().numpy())
     return {"expression": np.concatenate(ex), "valence": np.concatenate(pv), "arousal": np.concatenate(pa)}
 
 
-def evaluate(encoder: FaceEncoder, heads: AffectHeads, fs: FaceSet) -> dict:
+def evaluate(encoder: FaceEncoder, heads: AffectHeads, fs: FaceSet, frames_only: bool = False) -> dict:
     """Scores of the direct V/A heads and of the expression head's readout on ``fs``."""
-    pred = predict(encoder, heads, fs.crops)
+    pred = predict(encoder, heads, fs.crops, frames_only=frames_only)
     out = {"heads": score_va(pred["valence"], pred["arousal"], fs)}
     ev, ea = readout_from_expression(pred["expression"])
     out["expression_readout"] = score_va(ev, ea, fs)
@@ -206,7 +226,7 @@ def train(fs: FaceSet, *, epochs: int = 10, batch_size: int = 64, lr: float = 8e
           va_weight: float = 1.0, label_smoothing: float = 0.1, class_power: float = 0.5,
           steps_per_epoch: int | None = None, max_steps: int | None = None, init: str | None = None,
           teacher=None, log_every: int = 50, time_budget_s: float | None = None,
-          on_epoch=None) -> tuple[FaceEncoder, AffectHeads, dict]:
+          tied_time: bool = True, on_epoch=None) -> tuple[FaceEncoder, AffectHeads, dict]:
     """Train encoder + heads on ``fs``'s ``"train"`` rows, choose the epoch on its ``"val"`` rows.
 
     Args:
@@ -226,6 +246,10 @@ def train(fs: FaceSet, *, epochs: int = 10, batch_size: int = 64, lr: float = 8e
             by ``max(steps done / steps planned, time used / budget)`` and training stops when
             it reaches 1, so a run on a busy machine still anneals and ends in time. Without
             it (the reproducible form) the schedule follows the step count only.
+        tied_time: train through :meth:`FaceEncoder.encode_frames` with tied temporal
+            positions (:func:`tie_time`; exact for still clips, 4x cheaper); the returned
+            encoder is tied, so its full-clip output on a still equals what was trained.
+            False: every step runs the full 8-frame clip and learns per-slice positions.
         on_epoch: callable(encoder, heads, history) after every epoch (checkpointing).
     Returns:
         (encoder, heads, history) - the validation-best weights, in eval mode.
@@ -296,7 +320,7 @@ def train(fs: FaceSet, *, epochs: int = 10, batch_size: int = 64, lr: float = 8e
                 g["lr"] = g["base_lr"] * min(1.0, (step + 1) / warm) * 0.5 * (1 + math.cos(math.pi * frac))
             idx = torch.from_numpy(rng.choice(len(tr), size=batch_size, p=probs))
             x = augment(to_float(crops[idx]), colour[idx], gen)
-            out = heads(encoder(still_clip(x, encoder.frames)))
+            out = heads(encoder.encode_frames(x) if tied_time else encoder(still_clip(x, encoder.frames)))
             ce = F.cross_entropy(out["expression"], expr_t[idx], label_smoothing=label_smoothing)
             loss_va = 0.5 * (_balanced_bce(out["valence"], val_t[idx]) + _balanced_bce(out["arousal"], aro_t[idx]))
             loss = ce + va_weight * loss_va
@@ -326,7 +350,7 @@ def train(fs: FaceSet, *, epochs: int = 10, batch_size: int = 64, lr: float = 8e
         rec = {"epoch": epoch, "step": step, "seconds": round(time.perf_counter() - t0, 1),
                **{k: run[k] / n for k in ("loss", "ce", "kd", "va")}}
         if len(va):
-            rec["val"] = evaluate(encoder, heads, va)
+            rec["val"] = evaluate(encoder, heads, va, frames_only=tied_time)
             score = _objective(rec["val"])
         else:
             score = -rec["loss"]
@@ -348,6 +372,9 @@ def train(fs: FaceSet, *, epochs: int = 10, batch_size: int = 64, lr: float = 8e
     history["loss_last"] = history["epochs"][-1]["loss"]
     encoder.load_state_dict(best_state[0])
     heads.load_state_dict(best_state[1])
+    if tied_time:
+        tie_time(encoder)
+    history["tied_time"] = tied_time
     return encoder.eval(), heads.eval(), history
 
 
@@ -403,6 +430,8 @@ def main(argv=None) -> int:
     ap.add_argument("--preset", default="small")
     ap.add_argument("--init", default=None, help="face_encoder.pt to start from")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--untied-time", action="store_true",
+                    help="train on full 8-frame clips with per-slice positions (4x the cost)")
     ap.add_argument("--max-steps", type=int, default=None)
     ap.add_argument("--time-budget-s", type=float, default=None,
                     help="wall-time budget of the training loop: the schedule anneals by time or steps, "
@@ -436,7 +465,7 @@ def main(argv=None) -> int:
     encoder, heads, hist = train(fs, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                                  preset=args.preset, distill_weight=args.distill_weight,
                                  temperature=args.temperature, class_power=args.class_power, init=args.init,
-                                 teacher=teacher, max_steps=args.max_steps, time_budget_s=args.time_budget_s,
+                                 teacher=teacher, max_steps=args.max_steps, time_budget_s=args.time_budget_s, tied_time=not args.untied_time,
                                  on_epoch=checkpoint)
     metrics["history"] = hist
     metrics["test"] = evaluate(encoder, heads, fs.subset(fs.split == "test"))

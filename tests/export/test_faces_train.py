@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from export.faces.data import assign_split, load_faces, read_labels
 from export.faces.train import (
-    AffectHeads, augment, load_heads, readout_from_expression, save, still_clip, to_float, train,
+    AffectHeads, augment, load_heads, readout_from_expression, save, still_clip, tie_time, to_float, train,
 )
 from export.pretrain import load_face_encoder
 
@@ -53,7 +53,7 @@ def test_a_few_steps_on_real_photos_reduce_the_loss(shared_data, tmp_path):
     torch.manual_seed(0)
     from export.faces.train import FaceEncoder, encoder_preset
 
-    enc0 = FaceEncoder(**encoder_preset("small"))
+    enc0 = tie_time(FaceEncoder(**encoder_preset("small")))
     heads0 = AffectHeads(enc0.dim)
     before = loss_of(enc0, heads0)
     enc, heads, hist = train(small, epochs=1, steps_per_epoch=12, batch_size=8, lr=1e-3, seed=0,
@@ -65,3 +65,17 @@ def test_a_few_steps_on_real_photos_reduce_the_loss(shared_data, tmp_path):
     enc2, _ = load_face_encoder(path)  # the fusion training's loader
     heads2 = load_heads(path)
     assert loss_of(enc2, heads2) == pytest.approx(after, abs=1e-5)
+
+
+def test_tied_time_makes_the_full_still_clip_equal_the_single_slice():
+    from export.faces.train import FaceEncoder, encoder_preset
+
+    torch.manual_seed(1)
+    enc = FaceEncoder(**encoder_preset("small")).eval()
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        before = (enc(still_clip(x, 8)) - enc.encode_frames(x)).abs().max()
+        tie_time(enc)
+        after = (enc(still_clip(x, 8)) - enc.encode_frames(x)).abs().max()
+    assert before > 1e-3  # untied positions: the clip is not the single slice
+    assert after < 1e-5
