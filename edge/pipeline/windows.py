@@ -173,6 +173,9 @@ class VideoWindows:
         return (int(t_ns) - self.origin_ns) / 1e9
 
     def _ends_window(self, t_ns: int) -> bool:
+        # The frame at t_ns is the window's last when the next one (a period later) falls at or
+        # past the window's end; a tenth of a period absorbs timestamp jitter. Live mode closes a
+        # window on that frame, and a video that stops there completes its last window with it.
         return t_ns + self.period_ns >= self.next_end - self.period_ns // 10
 
     def _close(self) -> WindowJob:
