@@ -42,7 +42,13 @@ from typing import Any
 
 import numpy as np
 
+from firmware_bridge.cameras.sim import sim_config_from_query
 from firmware_bridge.errors import ConfigError
+from firmware_bridge.recording import open_recording
+from firmware_bridge.sim import synth_session
+from firmware_bridge.transports.ble import BleHeartRateSource
+from firmware_bridge.transports.lsl import LslSource
+from firmware_bridge.transports.serial import DEFAULT_BAUDRATE, SerialSensorSource
 from firmware_bridge.types import SensorChunk
 from firmware_bridge.uri import (
     convert_options,
@@ -200,8 +206,6 @@ class SimSensorSource:
 
 # -- the openers -------------------------------------------------------------------------------
 def _open_serial(uri: SensorUri, opts: dict[str, Any]):
-    from firmware_bridge.transports.serial import DEFAULT_BAUDRATE, SerialSensorSource
-
     if not uri.target:
         raise ConfigError(f"{uri.text}: no serial port; e.g. serial:///dev/ttyUSB0")
     if "baud" in opts and "baudrate" in opts:
@@ -211,16 +215,12 @@ def _open_serial(uri: SensorUri, opts: dict[str, Any]):
 
 
 def _open_ble(uri: SensorUri, opts: dict[str, Any]):
-    from firmware_bridge.transports.ble import BleHeartRateSource
-
     if not uri.target:
         raise ConfigError(f"{uri.text}: no device address; e.g. ble://AA:BB:CC:DD:EE:FF")
     return BleHeartRateSource(uri.target, **opts)
 
 
 def _open_lsl(uri: SensorUri, opts: dict[str, Any]):
-    from firmware_bridge.transports.lsl import LslSource
-
     name = uri.target or None
     if name is None and "type" not in opts:
         raise ConfigError(f"{uri.text}: name a stream (lsl://NAME) or a type (lsl://?type=ECG)")
@@ -228,8 +228,6 @@ def _open_lsl(uri: SensorUri, opts: dict[str, Any]):
 
 
 def _open_replay(uri: SensorUri, opts: dict[str, Any]):
-    from firmware_bridge.recording import open_recording
-
     if not uri.target:
         raise ConfigError(f"{uri.text}: no recording folder; e.g. replay://recordings/session1")
     rec = open_recording(uri.target)
@@ -241,9 +239,6 @@ _SIM_OPTIONS = {"streams", "chunk_s", "realtime", "origin_ns"}
 
 
 def _open_sim(uri: SensorUri, opts: dict[str, Any]):
-    from firmware_bridge.cameras.sim import sim_config_from_query
-    from firmware_bridge.sim import synth_session
-
     # The query's remaining keys are the generator's settings, as for the sim:// camera.
     config = sim_config_from_query({k: v for k, v in uri.query.items() if k not in _SIM_OPTIONS}, uri.text)
     return SimSensorSource(synth_session(config), streams=opts.get("streams"),

@@ -48,6 +48,7 @@ from pathlib import Path
 import numpy as np
 
 from firmware_bridge.errors import BadInputError, ConfigError, DeviceError
+from firmware_bridge.formats.wfdb import read_header, read_signals
 from firmware_bridge.protocol.decoder import Decoder
 from firmware_bridge.protocol.messages import (
     ALL_STREAMS,
@@ -64,6 +65,7 @@ from firmware_bridge.protocol.messages import (
     StreamInfo,
     encode,
 )
+from firmware_bridge.sim import synth_session
 
 __all__ = [
     "BoardStream",
@@ -181,8 +183,6 @@ def synth_streams(duration_s: float = 60.0, hr_bpm: float = 72.0, seed: int = 0,
     Raises:
         ConfigError: a setting out of range.
     """
-    from firmware_bridge.sim import synth_session
-
     s = synth_session(duration_s=duration_s, hr_bpm=hr_bpm, seed=seed, **config)
     return [
         BoardStream("ecg", s.ecg.values, s.ecg.fs_hz, s.ecg.units),
@@ -235,8 +235,6 @@ def wfdb_streams(record: str | Path, channel: int = 0) -> list[BoardStream]:
     Raises:
         BadInputError: unreadable or corrupt record, or no such channel.
     """
-    from firmware_bridge.formats.wfdb import read_header, read_signals
-
     signals, fs_hz, _ = read_signals(record)
     if not 0 <= channel < signals.shape[1]:
         raise BadInputError(f"{record}: no channel {channel} (the record has {signals.shape[1]})")

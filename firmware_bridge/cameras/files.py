@@ -352,6 +352,7 @@ class VideoFileSource(FiniteSource):
     @classmethod
     def from_uri(cls, uri: CameraUri, options: CameraOptions) -> CameraSource:
         if options.live:
+            # Imported here: cameras.live builds on this module (open_video_file), an import cycle.
             from firmware_bridge.cameras.live import LiveVideoFileSource
 
             return LiveVideoFileSource(uri, options)

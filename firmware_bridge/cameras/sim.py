@@ -13,8 +13,9 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from firmware_bridge.cameras.base import CameraOptions, CameraUri, FiniteSource
+from firmware_bridge.cameras.base import CameraOptions, CameraUri, FiniteSource, parse_options
 from firmware_bridge.errors import ConfigError
+from firmware_bridge.sim import SimConfig, synth_session
 
 _ALIASES = ("width", "height")
 
@@ -45,8 +46,6 @@ def sim_config_from_query(query: Mapping[str, str], where: str = "sim://") -> An
         ConfigError: an unknown name (the message lists the valid ones), a value of the wrong
             kind, or a setting SimConfig rejects.
     """
-    from firmware_bridge.sim import SimConfig
-
     fields = {f.name: f for f in dataclasses.fields(SimConfig)}
     unknown = sorted(set(query) - set(fields) - set(_ALIASES))
     if unknown:
@@ -94,8 +93,6 @@ class SimCameraSource(FiniteSource):
     def __init__(self, uri: CameraUri, options: CameraOptions, session: Any = None):
         super().__init__(uri, options)
         if session is None:
-            from firmware_bridge.sim import synth_session
-
             session = synth_session(sim_config_from_query(uri.query, uri.display))
         self.session = session
         self.fps = float(session.config.fps)
@@ -113,8 +110,6 @@ class SimCameraSource(FiniteSource):
         Raises:
             ConfigError: an option this source does not take.
         """
-        from firmware_bridge.cameras.base import parse_options
-
         uri = CameraUri("sim://session", "sim", "", {}, "sim://session")
         return cls(uri, parse_options(options, cls.OPTIONS, uri.display), session=session)
 

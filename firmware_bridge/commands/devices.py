@@ -17,6 +17,8 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from firmware_bridge.cameras.live import opencv_has_gstreamer
+
 _SERIAL_GLOBS = ("ttyUSB*", "ttyACM*", "ttyTHS*", "ttyAMA*", "tty.usb*", "cu.usb*")
 
 
@@ -126,8 +128,6 @@ def opencv_video_support() -> dict:
     ``ffmpeg`` covers files and ``rtsp://``; ``gstreamer`` is needed for ``csi://``.
     """
     import cv2
-
-    from firmware_bridge.cameras.live import opencv_has_gstreamer
 
     registry = cv2.videoio_registry
     return {

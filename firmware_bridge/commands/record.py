@@ -30,7 +30,10 @@ import threading
 import time
 from typing import Any
 
+from firmware_bridge.cameras import SOURCES, open_camera, parse_camera_uri
 from firmware_bridge.errors import ConfigError, EmofuseError
+from firmware_bridge.recording import CODECS, Recorder
+from firmware_bridge.sensors import SENSOR_SCHEMES, open_sensor, parse_sensor_uri
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +42,6 @@ _JOIN_S = 5.0
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``record`` to the ``emofuse`` command line."""
-    from firmware_bridge.recording import CODECS
-
     p = subparsers.add_parser(
         "record",
         help="record a camera and sensors to a folder (lossless video, crash-safe)",
@@ -78,8 +79,6 @@ def _camera_options(uri: str, origin_ns: int) -> tuple[dict[str, Any], bool]:
     is taken no earlier than its ``t_ns`` on the host clock, as a live camera delivers it, so
     that it stays in step with live sensors whatever the start-up delay.
     """
-    from firmware_bridge.cameras import SOURCES, parse_camera_uri
-
     parsed = parse_camera_uri(uri)
     allowed = SOURCES[parsed.scheme].OPTIONS
     if "origin_ns" in allowed and "origin_ns" not in parsed.query:
@@ -88,8 +87,6 @@ def _camera_options(uri: str, origin_ns: int) -> tuple[dict[str, Any], bool]:
 
 
 def _sensor_options(uri: str, origin_ns: int) -> dict[str, Any]:
-    from firmware_bridge.sensors import SENSOR_SCHEMES, parse_sensor_uri
-
     parsed = parse_sensor_uri(uri)
     allowed = SENSOR_SCHEMES[parsed.scheme].options
     opts: dict[str, Any] = {}
@@ -144,10 +141,6 @@ def run(args: argparse.Namespace) -> int:
         ConfigError: no source, bad flag values, an unusable folder or URI.
         DeviceError / BadInputError / MissingDependencyError: a source cannot be opened.
     """
-    from firmware_bridge.cameras import open_camera
-    from firmware_bridge.recording import Recorder
-    from firmware_bridge.sensors import open_sensor
-
     if args.camera is None and not args.sensor:
         raise ConfigError("nothing to record: give --camera and/or --sensor")
     if args.duration_s is not None and not args.duration_s > 0:

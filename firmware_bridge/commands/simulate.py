@@ -13,6 +13,7 @@ import argparse
 import time
 
 from firmware_bridge.errors import ConfigError, DeviceError
+from firmware_bridge.simdevice import LineFaults, SimulatedSensorBoard, streams_from_spec
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -61,8 +62,6 @@ def run(args: argparse.Namespace) -> int:
         BadInputError: an unreadable recording.
         DeviceError: no pseudo-terminal, or the board's thread failed.
     """
-    from firmware_bridge.simdevice import LineFaults, SimulatedSensorBoard, streams_from_spec
-
     if args.duration_s is not None and not args.duration_s > 0:
         raise ConfigError(f"--duration-s must be > 0, got {args.duration_s}")
     if not args.status_every_s >= 0:

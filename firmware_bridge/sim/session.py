@@ -21,7 +21,8 @@ import numpy as np
 from firmware_bridge.errors import BadInputError, ConfigError
 from firmware_bridge.sim import physio
 from firmware_bridge.sim.expression import EXPRESSION_LIMIT, FaceAppearance, expression_trajectory
-from firmware_bridge.sim.face import FaceRenderer, Motion
+from firmware_bridge.sim.face import PBV_RGB, FaceRenderer, Motion
+from firmware_bridge.sim.faces import face_library, tone_pulse_factors
 
 __all__ = ["SimConfig", "SyntheticSession", "Trace", "synth_session"]
 
@@ -352,6 +353,7 @@ class SyntheticSession:
         idx = np.round(self.beat_times_s * c.fs_ecg_hz).astype(np.int64)
         self.r_peak_idx = _readonly(np.where(idx < n_ecg, idx, -1))
         if c.ecg_snr_db is not None:
+            # Imported here: sim.noise loads scipy.signal (over 1 s), wanted only with ECG noise.
             from firmware_bridge.sim.noise import add_noise
 
             qrs = self.r_peak_idx[self.r_peak_idx >= 0]
@@ -374,9 +376,6 @@ class SyntheticSession:
 
     # -- identity and tone -------------------------------------------------------------------
     def _resolve_face(self, rng: np.random.Generator) -> None:
-        from firmware_bridge.sim.faces import face_library, tone_pulse_factors
-        from firmware_bridge.sim.face import PBV_RGB
-
         c = self.config
         # Draw both even when given, so that giving one leaves the other's choice unchanged.
         draw_identity, draw_tone = rng.random(), int(rng.integers(1, 11))
