@@ -14,8 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
+from edge.face import HaarFaceDetector
 from edge.signals.hr import HrTrack, hr_track
 from edge.signals.roi import face_stats
+from edge.signals.rppg import METHODS, rppg_clean, rppg_extract
+from firmware_bridge.cameras import open_camera
 from firmware_bridge.errors import BadInputError, ConfigError
 
 log = logging.getLogger(__name__)
@@ -107,8 +110,6 @@ def video_rgb_trace(
             found in any frame.
         ConfigError: detect_every < 1, or a live camera URI (a trace needs a finite source).
     """
-    from firmware_bridge.cameras import open_camera
-
     if int(detect_every) < 1:
         raise ConfigError(f"detect_every must be >= 1, got {detect_every}")
     if isinstance(path, Path) or "://" not in str(path):
@@ -116,8 +117,6 @@ def video_rgb_trace(
             raise BadInputError(f"video not found: {path}")
     options = {} if timestamps_csv is None else {"timestamps": str(timestamps_csv)}
     if detector is None:
-        from edge.face import HaarFaceDetector
-
         detector = HaarFaceDetector()
 
     rgb, boxes, n_skin, t_ns = [], [], [], []
@@ -242,8 +241,6 @@ def estimate_hr(
     Method: POS (Wang et al. 2017, IEEE TBME 64(7)) or the chosen method; heart rate by
     :func:`edge.signals.hr.hr_track`.
     """
-    from edge.signals.rppg import METHODS, rppg_clean, rppg_extract
-
     if method not in METHODS:
         raise ConfigError(f"unknown rPPG method {method!r}; choose from {sorted(METHODS)}")
     fs = float(trace.fps)

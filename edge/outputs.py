@@ -159,6 +159,7 @@ def flatten_result(obj: dict, prefix: str = "") -> dict[str, Any]:
 def _latency_stages() -> tuple[str, ...] | None:
     """The pipeline's stage names (``edge.pipeline.STAGES``), when the pipeline is importable."""
     try:
+        # Imported here: the writers sit below the pipeline, which must stay free to use them.
         from edge.pipeline import STAGES
     except ImportError:
         return None

@@ -37,6 +37,8 @@ from typing import Any
 
 import numpy as np
 
+from edge.preprocess import Window, contact_inputs, face_crop, model_feeds, track_faces
+from edge.spec import Preprocessing
 from firmware_bridge.errors import BadInputError
 
 # File name endings read as images when a folder is scored.
@@ -85,8 +87,6 @@ def still_settings(preprocessing) -> StillSettings:
     Raises:
         ConfigError: a missing or malformed setting.
     """
-    from edge.spec import Preprocessing
-
     p = preprocessing if isinstance(preprocessing, Preprocessing) else Preprocessing.from_dict(preprocessing)
     return StillSettings(crop_size=int(p.face.crop_size), crop_margin=float(p.face.crop_margin),
                          clip_frames=int(p.face.clip_frames), seq_frames=int(p.face.seq_frames),
@@ -179,8 +179,6 @@ def still_face(image_bgr: np.ndarray, settings: StillSettings) -> StillFace:
     Method: Viola & Jones 2001 cascade (OpenCV's frontal-face model) and the square context
     crop of :func:`edge.face.crop_face`, as on the device.
     """
-    from edge.preprocess import face_crop, track_faces
-
     box = track_faces([image_bgr], settings.preprocessing)[0]
     if box is None:
         return StillFace(None, None, NO_FACE_REASON)
@@ -206,8 +204,6 @@ def still_window(crop: np.ndarray, settings: StillSettings):
     Raises:
         BadInputError: a crop of the wrong dtype or shape.
     """
-    from edge.preprocess import Window, contact_inputs
-
     c = np.asarray(crop)
     s = settings.crop_size
     if c.dtype != np.uint8 or c.shape != (s, s, 3):
@@ -240,8 +236,6 @@ def still_feeds(crop: np.ndarray, settings: StillSettings, input_names: Sequence
     Raises:
         BadInputError: a bad crop. ConfigError: an unknown input or missing ``face_feat``.
     """
-    from edge.preprocess import model_feeds
-
     window = still_window(crop, settings)
     feats = None
     if face_feat is not None:

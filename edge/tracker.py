@@ -34,6 +34,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from edge.face import HaarFaceDetector
 from firmware_bridge.errors import BadInputError, ConfigError
 
 __all__ = ["SELECT", "TRACKS", "FaceTracker", "TrackState", "box_iou"]
@@ -162,8 +163,6 @@ class FaceTracker:
         self.search_scale = float(search_scale)
         self.search_face_px = int(search_face_px)
         if detector is None:
-            from edge.face import HaarFaceDetector
-
             self._full = HaarFaceDetector(detect_width=detect_width, min_face_frac=min_face_frac)
             # In the search region the face fills about 1 / search_scale of the side: a
             # larger minimum face skips most of the cascade's pyramid levels.

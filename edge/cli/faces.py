@@ -38,6 +38,13 @@ from pathlib import Path
 
 import numpy as np
 
+from edge.affect import (
+    EXPRESSIONS, SPLITS, axis_targets, balanced_accuracy, expected_calibration_error, split_rows,
+)
+from edge.engine import open_engine
+from edge.engine.base import graph_specs
+from edge.preprocess import crops_to_nchw
+from edge.stills import list_images, read_image, still_face, still_feeds, still_settings
 from firmware_bridge.errors import BadInputError, ConfigError
 
 log = logging.getLogger("emofuse.faces")
@@ -47,8 +54,6 @@ LABEL_COLUMNS = ("file", "expression", "identity")
 
 
 def register(subparsers) -> None:
-    from edge.affect import SPLITS
-
     p = subparsers.add_parser(
         "faces", help="score still face photos (valence / arousal per image)",
         description="Score still face photos with a model bundle: the device's face detector and crop, "
@@ -113,9 +118,6 @@ def collect(args) -> list[dict]:
         BadInputError: missing folder or CSV, missing columns, a labelled photo that is not there.
         ConfigError: ``--split test|train`` without identities.
     """
-    from edge.affect import EXPRESSIONS, split_rows
-    from edge.stills import list_images
-
     src = Path(args.source)
     if src.is_dir():
         root = src
@@ -178,8 +180,6 @@ class StillScorer:
     """
 
     def __init__(self, bundle, precision: str = "auto", backend: str = "auto", threads: int = 1) -> None:
-        from edge.stills import still_settings
-
         self.bundle = bundle
         self.settings = still_settings(bundle.preprocessing)
         self.input_names = list(bundle.input_names)
@@ -194,9 +194,6 @@ class StillScorer:
             self._high[axis] = names.index("high")
 
     def __enter__(self) -> "StillScorer":
-        from edge.engine import open_engine
-        from edge.engine.base import graph_specs
-
         backend, precision, threads = self._args
         ort = {"intra_op_threads": threads, "inter_op_threads": 1}
         self._engine = open_engine(self.bundle, backend, precision, **ort).activate()
@@ -217,9 +214,6 @@ class StillScorer:
 
     def score(self, crop: np.ndarray) -> tuple[float, float]:
         """(P(valence high), P(arousal high)) of one face crop, each in [0, 1]."""
-        from edge.preprocess import crops_to_nchw
-        from edge.stills import still_feeds
-
         feat = None
         if self._encoder is not None:
             feat = self._encoder.run({self._enc_in: crops_to_nchw(crop[None])})[self._enc_out][0]
@@ -243,8 +237,6 @@ def summarise(lines: list[dict], test_fraction: float, split: str) -> dict:
         ``n_per_class`` ({"low", "high"}), ``balanced_accuracy`` and ``ece`` (None when the axis
         has no scored image; balanced accuracy uses the classes present).
     """
-    from edge.affect import axis_targets, balanced_accuracy, expected_calibration_error
-
     found = [ln for ln in lines if ln["face_found"]]
     out: dict = {"summary": True, "split": split, "test_fraction": test_fraction, "n_images": len(lines),
                  "n_faces_found": len(found), "n_no_face": len(lines) - len(found),
@@ -297,8 +289,8 @@ def run(args) -> int:
         BadInputError: a missing folder or CSV, missing columns, an unreadable image.
         ConfigError: bad flags or bundle.
     """
+    # Imported when run: the pipeline's imports would slow every `emofuse` command's parser.
     from edge.pipeline import resolve_bundle
-    from edge.stills import read_image, still_face
 
     if args.threads < 1:
         raise ConfigError("--threads must be >= 1")

@@ -11,6 +11,9 @@ import sys
 
 import numpy as np
 
+from edge.offline import estimate_hr, video_rgb_trace
+from edge.signals.rppg import METHODS
+from edge.signals.tfr import tfr_compute, tfr_params
 from firmware_bridge.errors import BadInputError, ConfigError
 
 # Clips with more frames than this get a progress bar (when stderr is a terminal).
@@ -18,8 +21,6 @@ PROGRESS_MIN_FRAMES = 300
 
 
 def register(subparsers) -> None:
-    from edge.signals.rppg import METHODS
-
     p = subparsers.add_parser(
         "hr",
         help="heart rate from a face video (rPPG)",
@@ -76,8 +77,6 @@ def run(args) -> int:
         BadInputError: unreadable video or timestamps, no face, clip shorter than a window.
         ConfigError: bad window, hop or detection settings.
     """
-    from edge.offline import estimate_hr, video_rgb_trace
-
     if args.window_s <= 0 or args.hop_s <= 0:
         raise ConfigError("--window-s and --hop-s must be > 0")
     trace = _trace(args, video_rgb_trace)
@@ -134,8 +133,6 @@ def plot_estimate(est, path, window_s: float, title: str = "") -> None:
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
-
-    from edge.signals.tfr import tfr_compute, tfr_params
 
     t = est.t_s - est.t_s[0]
     fig = Figure(figsize=(10, 8), constrained_layout=True)

@@ -37,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edge.bundle import Bundle, load_bundle
 from firmware_bridge.errors import BadInputError, ConfigError
 
 log = logging.getLogger("emofuse.engine")
@@ -64,8 +65,6 @@ def load(bundle):
     Raises:
         BadInputError, ConfigError: as :func:`edge.bundle.load_bundle`.
     """
-    from edge.bundle import Bundle, load_bundle
-
     return bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
 
 
