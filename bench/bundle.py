@@ -23,6 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
+from bench import host
+from edge.engine import open_engine
+from edge.engine.base import graph_file, load
 from firmware_bridge.errors import BadInputError, ConfigError
 
 log = logging.getLogger("emofuse.bench")
@@ -58,8 +61,6 @@ def batch_of(windows: dict, batch: int, offset: int = 0) -> dict:
 
 def available_precisions(bundle) -> list[str]:
     """``fp32``, plus ``int8`` when the bundle lists an INT8 graph."""
-    from edge.engine.base import graph_file
-
     out = ["fp32"]
     try:
         graph_file(bundle, "model", "int8")
@@ -96,9 +97,6 @@ def bench_bundle(bundle, backends=("onnxruntime",), precisions=None, batches=DEF
         ConfigError: bad counts, an unknown backend or precision, or a precision the bundle
             lacks (int8 before calibration). MissingDependencyError: a backend not installed.
     """
-    from edge.engine import open_engine
-    from edge.engine.base import load
-
     bundle = load(bundle)
     batches = [int(b) for b in batches]
     if not batches or min(batches) < 1:
@@ -162,8 +160,6 @@ def bench_bundle(bundle, backends=("onnxruntime",), precisions=None, batches=DEF
 def host_description() -> str:
     """The signal benchmarks' host line plus the ONNX Runtime version and CPU flags that
     decide its INT8 kernels (VNNI / AMX)."""
-    from bench.host import host_description as base
-
     extra = []
     try:
         import onnxruntime
@@ -183,7 +179,7 @@ def host_description() -> str:
     except OSError:
         pass
     extra.append(platform.machine())
-    return base() + "; " + "; ".join(extra)
+    return host.host_description() + "; " + "; ".join(extra)
 
 
 def format_bundle_table(result: dict) -> str:

@@ -24,6 +24,7 @@ import numpy as np
 
 from bench.host import pin_one_core, proc_memory_mb, thread_cpu_s
 from bench.recording import open_sources
+from edge.tracker import FaceTracker
 from firmware_bridge.errors import BadInputError, EmofuseError
 
 __all__ = ["child_measure", "run_child"]
@@ -94,6 +95,7 @@ def child_measure(recording: str, mode: str, bundle: str, limit_s: float, launch
     """
     core = pin_one_core() if one_core else None
     t_imp = time.perf_counter()
+    # Imported here on purpose: the child measures the runtime's import time (t_imp).
     from edge.pipeline import Pipeline
 
     import_s = time.perf_counter() - t_imp
@@ -102,8 +104,6 @@ def child_measure(recording: str, mode: str, bundle: str, limit_s: float, launch
     t_open = time.perf_counter()
     face_tracker = None
     if tracker:
-        from edge.tracker import FaceTracker
-
         face_tracker = FaceTracker(**tracker)
     pipe = Pipeline(camera, sensors, bundle=None if bundle == "none" else bundle,
                     backend="onnxruntime", precision="int8" if bundle != "none" else "auto",

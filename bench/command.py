@@ -12,6 +12,9 @@ import json
 import os
 import sys
 
+from bench import bundle as bb
+from bench import pipeline as bp
+from edge.pipeline import default_bundle_dir
 from firmware_bridge.errors import ConfigError
 
 
@@ -96,6 +99,7 @@ def run(args) -> int:
     if not args.all_cores and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
 
+    # Imported after pinning to one core and setting NUMBA_CACHE_DIR (--cold), which it runs under.
     from bench import signals
 
     rows = signals.run_signal_benchmarks(
@@ -114,8 +118,6 @@ def run_bundle(args) -> int:
     from pathlib import Path
 
     if args.target == "default":
-        from edge.pipeline import default_bundle_dir
-
         args.target = str(default_bundle_dir())
     elif not Path(args.target).is_dir():
         raise ConfigError(f"unknown bench target {args.target!r}: 'signals', 'pipeline', 'default' or a "
@@ -126,8 +128,6 @@ def run_bundle(args) -> int:
         # One thread on one core: the CPU target is stated that way, and it keeps the
         # scheduler from moving the run between cores mid-measurement.
         os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
-
-    from bench import bundle as bb
 
     result = bb.bench_bundle(
         args.target, backends=args.backend, precisions=args.precision,
@@ -143,7 +143,6 @@ def run_pipeline(args) -> int:
 
     if args.fast_runs < 1:
         raise ConfigError("--fast-runs must be >= 1")
-    from bench import pipeline as bp
 
     report = bp.bench_pipeline(
         args.recording, minutes=args.minutes, bundle=args.bundle, paced_s=args.paced_s,

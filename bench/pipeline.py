@@ -47,6 +47,8 @@ from bench.child import run_child
 from bench.host import host_facts
 from bench.orin import onnx_flops, orin_nano_estimate
 from bench.recording import BENCH_FILE, describe_recording, make_sim_recording
+from edge.bundle import load_bundle
+from edge.pipeline import STAGES, resolve_bundle
 from firmware_bridge.errors import BadInputError, ConfigError
 
 __all__ = ["REPORT_FIELDS", "TARGETS", "bench_pipeline", "format_report"]
@@ -117,8 +119,6 @@ def _stage_table(rows: list[dict], fps: float, hop_s: float, thread_ms: dict[str
             if k not in names:
                 names.append(k)
     try:
-        from edge.pipeline import STAGES
-
         order = [s for s in STAGES if s in names] + [s for s in names if s not in STAGES]
     except ImportError:
         order = names
@@ -248,7 +248,6 @@ def bench_pipeline(recording: str | os.PathLike = "sim", *, minutes: float = 2.0
     if str(recording) != "sim" and not Path(recording).is_dir():
         raise BadInputError(f"recording folder not found: {recording}")
     # Fail on a missing or corrupt bundle now, not after minutes of rendering video.
-    from edge.pipeline import resolve_bundle
 
     if str(bundle) != "none":
         resolve_bundle(str(bundle))
@@ -325,8 +324,6 @@ def bench_pipeline(recording: str | os.PathLike = "sim", *, minutes: float = 2.0
     model = None
     bundle_info: dict[str, Any] = {"requested": bundle_arg}
     if meta.get("bundle"):
-        from edge.bundle import load_bundle
-
         b = load_bundle(meta["bundle"]["path"])
         p = b.preprocessing.to_dict()  # the Orin estimate reads the manifest's plain JSON form
         eng = meta.get("engine") or {}

@@ -16,7 +16,11 @@ from typing import Any
 
 import numpy as np
 
+from firmware_bridge.cameras import open_camera
 from firmware_bridge.errors import BadInputError, ConfigError
+from firmware_bridge.recording import Recorder, open_recording
+from firmware_bridge.sim import SimConfig, synth_session
+from firmware_bridge.types import SensorChunk
 
 __all__ = ["BENCH_FILE", "SIM_CONFIG", "SIM_PHYSIO", "SIM_T0_NS", "SIM_VIDEO", "describe_recording",
            "make_sim_recording", "open_sources"]
@@ -43,7 +47,6 @@ _worker_session = None
 
 def _render_init(config: dict) -> None:
     global _worker_session
-    from firmware_bridge.sim import SimConfig, synth_session
 
     _worker_session = synth_session(SimConfig(**config))
 
@@ -82,10 +85,6 @@ def make_sim_recording(out_dir: str | os.PathLike, minutes: float = 2.0, *, seed
         BadInputError: OpenCV cannot encode MPEG-4 here.
     """
     import cv2
-
-    from firmware_bridge.recording import Recorder
-    from firmware_bridge.sim import SimConfig, synth_session
-    from firmware_bridge.types import SensorChunk
 
     if not (minutes > 0 and math.isfinite(minutes)):
         raise ConfigError(f"minutes must be > 0, got {minutes!r}")
@@ -158,8 +157,6 @@ def describe_recording(path: str | os.PathLike) -> dict[str, Any]:
         return meta
     import cv2
 
-    from firmware_bridge.recording import open_recording
-
     rec = open_recording(p)
     out: dict[str, Any] = {"kind": rec.manifest.get("format", "recording"), "path": str(p),
                            "streams": list(rec.streams)}
@@ -189,15 +186,11 @@ def describe_recording(path: str | os.PathLike) -> dict[str, Any]:
 def open_sources(path: Path, realtime: bool):
     """(camera, sensors) of a benchmark recording or a recording folder."""
     if (path / BENCH_FILE).is_file():
-        from firmware_bridge.cameras import open_camera
-        from firmware_bridge.recording import open_recording
-
         meta = json.loads((path / BENCH_FILE).read_text(encoding="utf-8"))
         camera = open_camera(str(path / meta["video"]), fps=float(meta["fps"]), origin_ns=int(meta["t0_ns"]),
                              realtime=bool(realtime))
         rec = open_recording(path / meta["physio"])
         return camera, [rec.sensors(realtime=realtime)]
-    from firmware_bridge.recording import open_recording
 
     rec = open_recording(path)
     camera = rec.camera(realtime=realtime) if rec.has_camera else None

@@ -23,6 +23,12 @@ from typing import Callable
 import numpy as np
 
 from bench.host import host_description
+from edge.signals import (
+    detrend as detrend_mod, ecg as ecg_mod, eda as eda_mod, filters, hr, ppg as ppg_mod, roi, rppg,
+    tfr,
+)
+from firmware_bridge.formats import wfdb
+from firmware_bridge.sim import SimConfig, synth_session
 
 __all__ = ["Case", "default_data_dir", "detrend_dense", "format_table", "host_description",
            "numpy_pos_vectorised", "run_signal_benchmarks", "synthetic_rgb"]
@@ -130,9 +136,6 @@ def _sosfiltfilt_bandpass(x: np.ndarray, fs: float, lo: float = 0.7, hi: float =
 def _rppg_cases(length_s: float, dense_max_s: float) -> list[Case]:
     from scipy.linalg import solveh_banded
 
-    from edge.signals import detrend as detrend_mod
-    from edge.signals import filters, hr, rppg, tfr
-
     fs = FS_VIDEO_HZ
     n = int(length_s * fs)
     rgb = synthetic_rgb(n, fs)
@@ -181,11 +184,6 @@ def _rppg_cases(length_s: float, dense_max_s: float) -> list[Case]:
 
 
 def _physio_cases(length_s: float) -> list[Case]:
-    from edge.signals import ecg as ecg_mod
-    from edge.signals import eda as eda_mod
-    from edge.signals import ppg as ppg_mod
-    from firmware_bridge.sim import SimConfig, synth_session
-
     session = synth_session(SimConfig(duration_s=length_s, hr_bpm=72.0, seed=1))
     ecg, fs_ecg = session.ecg.values, session.ecg.fs_hz
     ppg, fs_ppg = session.ppg.values, session.ppg.fs_hz
@@ -205,9 +203,6 @@ def _fixed_cases(data_dir: Path, on_skip: Callable[[str], None]) -> list[tuple[s
     (from ``data_dir``; when it is not there, ``on_skip`` is told why and the row is left out)."""
     import cv2
 
-    from edge.signals import ecg as ecg_mod
-    from edge.signals import roi
-
     rng = np.random.default_rng(0)
     frame = rng.integers(0, 256, size=(480, 640, 3), dtype=np.uint8)
     frame[100:262, 200:362] = (110, 140, 190)  # a skin-coloured block (BGR) inside the box
@@ -225,8 +220,6 @@ def _fixed_cases(data_dir: Path, on_skip: Callable[[str], None]) -> list[tuple[s
     if missing:
         on_skip(f"skipped mitdb row: {missing[0]} not found")
     else:
-        from firmware_bridge.formats import wfdb
-
         signals, fs, _names = wfdb.read_signals(record)
         mlii = np.ascontiguousarray(signals[:, 0])
         cases.append(("MIT-BIH 100, 30 min", Case("ecg_peaks", lambda: ecg_mod.ecg_peaks(mlii, fs), {})))

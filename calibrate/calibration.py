@@ -54,6 +54,8 @@ from pathlib import Path
 
 import numpy as np
 
+from calibrate.gate import run_graph
+from edge.bundle import sha256_file
 from edge.spec import Preprocessing
 from edge.windows import recording_session, windows_from_session
 # calibrate builds on export's torch-free dataset package (the synthetic corpus, corpus loaders
@@ -64,6 +66,7 @@ from export.data.preprocess import EmotionWindows
 from export.data.synth import SynthConfig, synth_trials
 from firmware_bridge.errors import BadInputError, ConfigError
 from firmware_bridge.recording import is_recording, open_recording
+from firmware_bridge.sim import synth_session
 
 log = logging.getLogger("emofuse.calibrate")
 
@@ -246,8 +249,6 @@ def file_sha256(path) -> str:
     Raises:
         BadInputError: unreadable file.
     """
-    from edge.bundle import sha256_file
-
     return sha256_file(path)
 
 
@@ -302,7 +303,6 @@ def parse_data_spec(spec: str) -> DataSpec:
 def _render_synth(item):
     # Top level so that a process pool can pickle it.
     trial, preprocessing = item
-    from firmware_bridge.sim import synth_session
 
     return windows_from_session(synth_session(trial.sim), preprocessing, t_end_s=trial.sim.duration_s)
 
@@ -586,8 +586,6 @@ def model_inputs(windows, bundle, idx=None, batch: int = 1024) -> dict:
 
 
 def _face_feats(bundle, crops: np.ndarray, batch: int) -> np.ndarray:
-    from calibrate.gate import run_graph
-
     path = bundle.face_encoder_path
     if path is None:
         raise ConfigError(f"bundle {bundle.root} takes face_feats but has no face_encoder graph")

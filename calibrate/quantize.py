@@ -69,6 +69,7 @@ from calibrate.calibration import (
     CALIBRATION_FILE, HOLDOUT_FILE, PART_GATE, PART_SWEEP, CalibrationSet, file_sha256,
 )
 from calibrate.gate import DEFAULT_MIN_AGREEMENT, GateReport, compare_probabilities, run_graph
+from edge.bundle import MANIFEST_NAME, load_bundle, sha256_file
 from firmware_bridge.errors import BadInputError, CalibrationError, ConfigError, MissingDependencyError, require
 
 log = logging.getLogger("emofuse.calibrate")
@@ -777,8 +778,6 @@ def quantize_bundle(bundle, calib: CalibrationSet, holdout: CalibrationSet, conf
         CalibrationError: nothing could be quantized, or the quantizer failed.
         MissingDependencyError: ``quantizer="modelopt"`` without ModelOpt.
     """
-    from edge.bundle import load_bundle
-
     config = (config or QuantConfig()).validate()
     bundle = bundle if hasattr(bundle, "manifest") else load_bundle(bundle)
     onnx = require("onnx", "core", "quantizing a graph")
@@ -912,8 +911,6 @@ def install_int8(bundle_root, int8_path, record: dict) -> Path:
     Raises:
         BadInputError: unreadable manifest. ConfigError: the updated bundle does not validate.
     """
-    from edge.bundle import MANIFEST_NAME, load_bundle, sha256_file
-
     root = Path(bundle_root)
     manifest_path = root / MANIFEST_NAME
     try:

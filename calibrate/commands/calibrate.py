@@ -15,7 +15,16 @@ import logging
 import os
 import sys
 
-from firmware_bridge.errors import ConfigError
+from calibrate.calibration import (
+    CALIBRATION_FILE, HOLDOUT_FILE, build_calibration, load_calibration, parse_data_spec,
+    write_calibration,
+)
+from calibrate.quantize import (
+    DEFAULT_MIN_MACS, DEFAULT_MIN_SIDE, DEFAULT_NODE_TOLERANCE, QuantConfig, quantize_bundle,
+)
+from edge.bundle import load_bundle
+from edge.pipeline import default_bundle_dir
+from firmware_bridge.errors import ConfigError, EmofuseError
 
 log = logging.getLogger("emofuse.calibrate")
 
@@ -81,9 +90,6 @@ def register(subparsers) -> None:
 
 def _reusable(bundle, spec: str, n_windows: int, n_holdout: int, seed: int):
     """The saved calibration sets when they were made from the same request, else None."""
-    from calibrate.calibration import CALIBRATION_FILE, HOLDOUT_FILE, load_calibration, parse_data_spec
-    from firmware_bridge.errors import EmofuseError
-
     if not ((bundle.root / CALIBRATION_FILE).is_file() and (bundle.root / HOLDOUT_FILE).is_file()):
         return None
     try:
@@ -107,11 +113,7 @@ def _target_folder(spec: str, out):
     import shutil
     from pathlib import Path
 
-    from edge.bundle import load_bundle
-
     if spec == "default":
-        from edge.pipeline import default_bundle_dir
-
         if not out:
             raise ConfigError("the packaged default bundle is part of the installation; calibrate a copy: "
                               "emofuse calibrate default --out DIR")
@@ -135,11 +137,6 @@ def _target_folder(spec: str, out):
 
 
 def run(args) -> int:
-    from calibrate.calibration import build_calibration, write_calibration
-    from calibrate.quantize import (DEFAULT_MIN_MACS, DEFAULT_MIN_SIDE, DEFAULT_NODE_TOLERANCE, QuantConfig,
-                                    quantize_bundle)
-    from edge.bundle import load_bundle
-
     if args.workers < 1:
         raise ConfigError("--workers must be >= 1")
     config = QuantConfig(

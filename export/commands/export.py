@@ -52,7 +52,7 @@ def run(args) -> int:
         MissingDependencyError: torch is not installed.
     """
     require("torch", "export", "emofuse export")
-    from export.bundle import write_bundle
+    from export.bundle import write_bundle  # loads torch: imported after the check above
 
     if args.parity_windows < 1:
         raise ConfigError(f"--parity-windows must be >= 1, got {args.parity_windows}")

@@ -32,6 +32,9 @@ import numpy as np
 from edge.spec import DEFAULT, Preprocessing
 from export.data.preprocess import EmotionWindows, Window, windows_from_session
 from firmware_bridge.errors import BadInputError, ConfigError
+from firmware_bridge.sim import FaceAppearance, SimConfig, synth_session
+from firmware_bridge.sim.faces import face_library
+from firmware_bridge.sim.physio import smooth_random
 
 __all__ = ["GENERATOR_VERSION", "SYNTH_PRESETS", "SynthConfig", "SynthTrial", "build_synth_dataset", "synth_trials",
            "with_overrides"]
@@ -179,7 +182,6 @@ def _identity_and_tone(cfg: SynthConfig, subject: int) -> tuple[int | None, int]
     tone = 1 + (subject + offset) % 10
     if cfg.faces is None:
         return None, tone
-    from firmware_bridge.sim.faces import face_library
 
     n = len(face_library(cfg.faces))
     # A seeded permutation: distinct identities for up to n subjects, then they repeat.
@@ -189,8 +191,6 @@ def _identity_and_tone(cfg: SynthConfig, subject: int) -> tuple[int | None, int]
 def _subject_params(cfg: SynthConfig, subject: int) -> dict:
     """A subject's fixed traits: identity, skin tone, appearance, physiology baselines,
     reactivity, expressivity."""
-    from firmware_bridge.sim import FaceAppearance
-
     rng = np.random.default_rng([cfg.seed, 0x5B1EC7, subject])
     identity, tone = _identity_and_tone(cfg, subject)
     # Skin: the Monk tone sets lightness and hue (SimConfig.skin_tone); a small per-channel
@@ -251,8 +251,6 @@ def _labels(cfg: SynthConfig, subject: int) -> list[tuple[float, float]]:
 
 
 def _smooth(rng: np.random.Generator, t: np.ndarray, band_hz: tuple[float, float]) -> np.ndarray:
-    from firmware_bridge.sim.physio import smooth_random
-
     return smooth_random(rng, band_hz)(t)
 
 
@@ -268,8 +266,6 @@ def synth_trials(config: SynthConfig | None = None) -> list[SynthTrial]:
     Raises:
         ConfigError: an invalid setting.
     """
-    from firmware_bridge.sim import SimConfig
-
     cfg = SynthConfig() if config is None else config
     duration = cfg.lead_in_s + cfg.window_s
     trials = []
@@ -363,8 +359,6 @@ def _init_worker() -> None:
 
 
 def _render_trial(item: tuple[SynthTrial, dict]) -> Window:
-    from firmware_bridge.sim import synth_session
-
     trial, preprocessing = item
     return windows_from_session(synth_session(trial.sim), preprocessing, t_end_s=trial.sim.duration_s)
 
@@ -498,8 +492,6 @@ def _subject_summary(cfg: SynthConfig, subject: int) -> dict:
     if cfg.faces is None:
         out["identity"], out["photo"] = "astronaut", "skimage.data.astronaut"
     else:
-        from firmware_bridge.sim.faces import face_library
-
         out["photo"], out["identity"] = face_library(cfg.faces).entries[sp["identity"]]
     out["identity_index"] = sp["identity"]
     out["skin_tone_scale"] = "Monk Skin Tone (1 lightest - 10 darkest)"
