@@ -59,6 +59,10 @@ keeps NaN where the pulse is NaN.
 Polarity: for a trace whose channels all rise along the signature [0.33, 0.77, 0.53] with a
 pulse p(t), green, pos, lgi, pbv and omit follow p and chrom follows -p (tested). A contact
 BVP's sign depends on its device, so compare waveforms sign-agnostically.
+
+Length (about 730 lines, a tenth of it the method notes above) on purpose: each method's
+kernel, its registry entry and the driver that calls it are kept in one file, so a method is
+read, and added, in one place.
 """
 from __future__ import annotations
 

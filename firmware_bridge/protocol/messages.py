@@ -5,6 +5,10 @@ this module and ``firmware_bridge/firmware/emofuse_proto.h`` implement it. In sh
 on the wire is ``COBS(payload) + b"\\x00"`` (Cheshire & Baker 1999), and a payload is a 13-byte
 little-endian header (version, type, stream id, uint16 sequence number, uint64 device time in
 microseconds), a body that depends on the type, and a CRC-32/ISO-HDLC of everything before it.
+
+Length (about 700 lines) on purpose: the message records, their encoders and their parsers are
+one byte layout, message type by message type, as docs/protocol.md and emofuse_proto.h set it
+out; split into encode and decode files, each layout would be read in two places.
 """
 from __future__ import annotations
 

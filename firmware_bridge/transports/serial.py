@@ -22,6 +22,10 @@ holds the decoder's counters (CRC errors, malformed frames, sequence gaps), byte
 reconnects.
 
 pyserial is an optional dependency (extra ``sensors``), imported when a source is made.
+
+Length (about 630 lines) on purpose: nearly all of it is :class:`SerialSensorSource`, one
+port's life (open, handshake, reader thread, command retries, reconnect), whose parts share
+its lock and state and would not stand alone.
 """
 from __future__ import annotations
 
