@@ -61,16 +61,21 @@ class TensorSpec:
         shape: dims; the first is the string ``"batch"`` (dynamic), the rest positive ints.
         dtype: numpy dtype name, one of :data:`DTYPES`.
         meaning: what the tensor holds, with units and value range.
+        optional: the model answers without it: the runtime may feed zeros and mark it absent
+            in the ``present`` input instead of waiting for it (main-model inputs only).
     """
 
     name: str
     shape: tuple
     dtype: str
     meaning: str
+    optional: bool = False
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype,
-                "meaning": self.meaning}
+        d = {"name": self.name, "shape": list(self.shape), "dtype": self.dtype, "meaning": self.meaning}
+        if self.optional:
+            d["optional"] = True
+        return d
 
 
 @dataclass(frozen=True)
@@ -315,8 +320,13 @@ def _parse_specs(items, where: str, source: str) -> tuple:
         meaning = f.get("meaning", str, "a string")
         if not meaning.strip():
             raise ConfigError(f"{source}: {where} '{name}' has an empty meaning")
-        specs.append(TensorSpec(name, tuple(shape), dtype, meaning))
+        optional = item.get("optional", False) if isinstance(item, dict) else False
+        if not isinstance(optional, bool):
+            raise ConfigError(f"{source}: {where} '{name}' optional must be true or false, got {optional!r}")
+        specs.append(TensorSpec(name, tuple(shape), dtype, meaning, optional))
     names = [s.name for s in specs]
+    if any(s.optional for s in specs) and "present" not in names:
+        raise ConfigError(f"{source}: {where} marks inputs optional but has no 'present' input to flag them")
     if len(set(names)) != len(names):
         raise ConfigError(f"{source}: {where} names repeat: {names}")
     return tuple(specs)
@@ -444,6 +454,7 @@ def _check_input_shapes(inputs: tuple, p: Preprocessing, source: str) -> None:
         "tfr": (1, *p.tfr.shape),
         "contact": (len(p.contact.streams), p.contact.n_samples),
         "contact_level": (2,),
+        "present": (6,),
     }
     for spec in inputs:
         want = expected.get(spec.name)

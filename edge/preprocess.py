@@ -54,6 +54,7 @@ __all__ = [
     "ContactInputs",
     "FaceInputs",
     "FacePlan",
+    "MODALITIES",
     "PulseWindow",
     "Window",
     "check_preprocessing",
@@ -65,6 +66,9 @@ __all__ = [
     "ecg_level_hr",
     "face_inputs",
     "face_plan",
+    "modality_flags",
+    "needs_ecg_level",
+    "modality_flags_batch",
     "model_feeds",
     "pulse_from_rgb",
     "resample_contact",
@@ -443,6 +447,19 @@ def resample_contact(t_s, values, t_end_s: float, p: Preprocessing, breaks=None)
                             antialias=pc.antialias, breaks=breaks)
 
 
+def needs_ecg_level(grids: Mapping, p: Preprocessing) -> bool:
+    """Whether a window's heart-rate level must come from the ECG: its PPG row is missing or
+    valid for less than ``contact.min_valid_fraction`` (the rule :func:`contact_inputs`
+    applies to the row). The runtime and training both ask this before paying for ECG peaks.
+
+    Args:
+        grids: stream name -> ``(y, valid)`` on the window grid, as for :func:`contact_inputs`.
+        p: the preprocessing record.
+    """
+    g = grids.get("ppg")
+    return g is None or float(np.asarray(g[1], bool).mean()) < p.contact.min_valid_fraction
+
+
 def ecg_level_hr(t_s, values, t0_s: float, t_end_s: float, min_beats: int) -> float:
     """Mean heart rate from ECG R peaks within ``[t0_s, t_end_s)``: the level summary used when
     a window has no PPG.
@@ -562,6 +579,43 @@ def contact_inputs(grids: Mapping[str, tuple[np.ndarray, np.ndarray] | None], p:
 
 # -- tensors -------------------------------------------------------------------------------------
 
+#: The modalities a window may carry, in the order of a model's ``present`` input: the face
+#: (every face-clip slot has a crop), the pulse (its TFR was formed), the contact PPG and EDA
+#: rows, and the heart-rate and tonic-EDA levels.
+MODALITIES = ("face", "pulse", "ppg", "eda", "hr_level", "eda_level")
+
+
+def modality_flags(window: Window) -> np.ndarray:
+    """Which modalities a window holds: float32 (6,) 1 / 0 in :data:`MODALITIES` order.
+
+    The face counts when every ``face_clip`` slot holds a crop (a crop that is not all zeros:
+    missing slots are zeros, see :func:`face_inputs`), the pulse when its TFR was formed (a
+    formed image is z-scored, never all zeros); the contact rows and levels by their own
+    ``contact_present`` / ``level_present`` flags. Training, calibration, still images and the
+    device all derive the flags with :func:`modality_flags_batch`.
+    """
+    return modality_flags_batch(np.asarray(window.face_clip)[None], np.asarray(window.tfr)[None],
+                                np.asarray(window.contact_present)[None], np.asarray(window.level_present)[None])[0]
+
+
+def modality_flags_batch(face_clip, tfr, contact_present, level_present) -> np.ndarray:
+    """:func:`modality_flags` of N windows at once.
+
+    Args:
+        face_clip: uint8 (N, clip_frames, S, S, 3); tfr: (N, F, T); contact_present: bool
+            (N, rows >= 2); level_present: bool (N, 2).
+
+    Returns:
+        float32 (N, 6).
+    """
+    clip = np.asarray(face_clip)
+    n = clip.shape[0]
+    face = clip.reshape(n, clip.shape[1], -1).any(axis=2).all(axis=1) if clip.ndim >= 3 else np.zeros(n, bool)
+    pulse = np.asarray(tfr).reshape(n, -1).any(axis=1)
+    rows = np.asarray(contact_present, bool).reshape(n, -1)
+    levels = np.asarray(level_present, bool).reshape(n, -1)
+    return np.column_stack([face, pulse, rows[:, 0], rows[:, 1], levels[:, 0], levels[:, 1]]).astype(np.float32)
+
 
 def crops_to_nchw(crops) -> np.ndarray:
     """uint8 RGB crops (..., H, W, 3) -> float32 (M, 3, H, W) in [0, 1]: the face encoder's
@@ -604,11 +658,13 @@ def model_feeds(window: Window, input_names: Sequence[str], face_feats=None) -> 
             out[name] = np.ascontiguousarray(window.tfr, dtype=np.float32)[None, None]
         elif name in ("contact", "contact_level"):
             out[name] = np.ascontiguousarray(getattr(window, name), dtype=np.float32)[None]
+        elif name == "present":
+            out[name] = modality_flags(window)[None]
         elif name == "face_feats":
             if face_feats is None:
                 raise ConfigError("the model takes face_feats: run the bundle's face_encoder on face_seq_crops")
             out[name] = np.ascontiguousarray(face_feats, dtype=np.float32)[None]
         else:
             raise ConfigError(f"unknown model input {name!r}; known: face_clip, tfr, contact, contact_level, "
-                              "face_feats")
+                              "present, face_feats")
     return out

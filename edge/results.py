@@ -115,6 +115,9 @@ class Result:
         eda_scr_count: skin-conductance responses with onset in the contact window, or None.
         valence_prob, arousal_prob: model probabilities of [low, high], or None.
         valence, arousal: the more probable label (``"low"`` / ``"high"``), or None.
+        modalities: the modalities the model's answer came from, ``+``-joined in
+            :data:`edge.preprocess.MODALITIES` order (``"face+pulse+ppg+eda+hr_level+eda_level"``,
+            ``"face"`` for a face alone), or None when the model did not run.
         latency_ms: stage name -> milliseconds for this result (see
             :data:`edge.pipeline.STAGES`); ``window`` is the time from the arrival of the
             window's last frame to this result.
@@ -148,6 +151,7 @@ class Result:
     arousal_prob: tuple[float, float] | None = None
     valence: str | None = None
     arousal: str | None = None
+    modalities: str | None = None
     latency_ms: Mapping[str, float] = field(default_factory=dict)
     frames: int = 0
     frames_dropped: int = 0

@@ -14,7 +14,10 @@ every frame from there to the window's end (the face clip lies inside that span)
 device that had been running for that long would; the ``face_seq_crops`` frames earlier than
 the span (MVP's one-crop-every-0.5 s sequence) are fed to a second fresh tracker in time order.
 On a window whose tracked span starts at the recording's first frame, offline and device
-tensors are identical (tests/edge/test_preprocess.py).
+tensors are identical (tests/edge/test_preprocess.py). Later in a recording the two trackers
+both hold the face but may rest at different places inside the tracker's dead band (5 % of
+the face size): the crops then differ by about a pixel's shift, as the device's own crops do
+from one detection to the next.
 """
 from __future__ import annotations
 
@@ -34,6 +37,7 @@ from edge.preprocess import (
     face_crop,
     face_inputs,
     face_plan,
+    needs_ecg_level,
     resample_contact,
     track_faces,
 )
@@ -219,9 +223,8 @@ def _contact_inputs(session_like: Any, p: Preprocessing, t_end: float) -> tuple[
             continue
         grids[name] = resample_contact(t_s, values, t_end, p)
     ecg_hr = math.nan
-    ppg_usable = "ppg" in grids and grids["ppg"][1].mean() >= pc.min_valid_fraction
     ecg = getattr(session_like, "ecg", None)
-    if not ppg_usable and ecg is not None:
+    if ecg is not None and needs_ecg_level(grids, p):
         # Only needed (and only paid for) when the PPG cannot give the heart-rate level.
         ecg_hr = ecg_level_hr(ecg.t_s, ecg.values, t_end - n / rate, t_end, pl.min_beats)
     eda_units = getattr(getattr(session_like, "eda", None), "units", None)

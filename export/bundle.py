@@ -145,9 +145,9 @@ def _crops_nchw(crops_u8: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(flat.transpose(0, 3, 1, 2), dtype=np.float32) / np.float32(255.0)
 
 
-def _spec(name: str, array: np.ndarray, meaning: str) -> TensorSpec:
+def _spec(name: str, array: np.ndarray, meaning: str, optional: bool = False) -> TensorSpec:
     return TensorSpec(name, ("batch", *(int(d) for d in array.shape[1:])), str(array.dtype),
-                      meaning)
+                      meaning, optional)
 
 
 def _meaning(name: str) -> str:
@@ -318,7 +318,7 @@ def write_bundle(
             schema_version=SCHEMA_VERSION,
             model_name=str(ckpt["model"]),
             model_version=f"{_version('emofuse')}+{ckpt_sha[:12]}",
-            inputs=tuple(_spec(n, feeds[n], _meaning(n)) for n in names),
+            inputs=tuple(_spec(n, feeds[n], _meaning(n), n in getattr(model, "optional_inputs", ())) for n in names),
             outputs=tuple(_spec(o, reference[o], _meaning(o)) for o in OUTPUT_NAMES),
             preprocessing=_ckpt_preprocessing(ckpt),
             labels=_jsonable(ckpt.get("labels") or {}),
@@ -329,6 +329,9 @@ def write_bundle(
                 "seed": ckpt.get("seed"),
                 "versions": ckpt.get("versions", {}),
                 "checkpoint_sha256": ckpt_sha,
+                # Softmax temperatures inside the graph (valence, arousal): 1 = uncalibrated.
+                "calibration": {"temperature": [float(t) for t in model.temperature.tolist()],
+                                "fitted": ckpt.get("calibration")},
             }),
             export=export_environment(),
             files=files,

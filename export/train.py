@@ -39,11 +39,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from edge.preprocess import modality_flags_batch
 from edge.spec import DEFAULT, Preprocessing
 from export.models import (
     CHECKPOINT_FORMAT, LABELS, MODELS, USES_FACE_ENCODER, EmotionModel, FaceEncoder,
     build_model, count_flops, count_parameters, encoder_preset, face_feats_from_crops,
 )
+from export.mixed import fit_temperature, mix_inputs, still_inputs, still_training_set
 from export.pretrain import clips_for_pretraining, load_face_encoder, pretrain_face_encoder, save_face_encoder
 from firmware_bridge.errors import BadInputError, ConfigError
 
@@ -78,6 +80,14 @@ class TrainConfig:
             training windows must be cut with the same crop side
             (:func:`preprocessing_for`).
         progress: tqdm bars.
+        face_encoder: path of a pretrained face encoder (``face_encoder.pt``, e.g. from
+            ``python3 -m export.faces.train`` on real photos) used, frozen, in every fold and in
+            the final model instead of MAE-pretraining one on the synthetic clips.
+        stills: a faces folder (``labels.csv`` + ``images/``) whose training identities'
+            photos join the final model's training as face-only samples (models with a
+            ``present`` input; :mod:`export.mixed`), and whose validation identities fit its
+            softmax temperatures.
+        stills_per_epoch: still samples drawn per epoch (identity- and class-balanced).
     """
 
     model: str
@@ -98,6 +108,9 @@ class TrainConfig:
     model_config: dict = field(default_factory=dict)
     encoder: str = "tiny"
     progress: bool = True
+    face_encoder: str = ""
+    stills: str = ""
+    stills_per_epoch: int = 1024
 
     def validate(self) -> None:
         """Raises ConfigError for an unknown model/protocol or out-of-range numbers."""
@@ -112,6 +125,10 @@ class TrainConfig:
         if self.lr <= 0 or self.pretrain_steps < 1 or self.threads < 0:
             raise ConfigError("lr must be > 0, pretrain_steps >= 1 and threads >= 0")
         encoder_preset(self.encoder)
+        if self.stills and "present" not in MODELS[self.model].input_names:
+            raise ConfigError(f"--stills needs a model with a 'present' input (promptfusion_mm), not {self.model!r}")
+        if self.face_encoder and not Path(self.face_encoder).is_file():
+            raise BadInputError(f"face encoder {self.face_encoder} does not exist")
 
     def encoder_config(self) -> dict:
         """FaceEncoder keyword arguments of ``encoder`` (JSON-ready)."""
@@ -233,7 +250,7 @@ def data_fingerprint(windows) -> str:
 # ----------------------------------------------------------------------------- data
 
 CORPUS_KINDS = ("deap", "mahnob", "amigos")
-_SYNTH_KEYS = {"preset": str, "subjects": int, "trials": int, "seed": int}
+_SYNTH_KEYS = {"preset": str, "subjects": int, "trials": int, "seed": int, "faces": str}
 
 
 def parse_data_spec(spec: str) -> tuple[str, dict | str]:
@@ -286,7 +303,7 @@ def load_dataset(spec: str, cache_dir=None, workers: int = 1, progress: bool = F
         return build_synth_dataset(
             n_subjects=opts.get("subjects"), trials_per_subject=opts.get("trials"), seed=opts.get("seed", 0),
             workers=workers, cache_dir=cache_dir, preset=opts.get("preset", "default"), progress=progress,
-            preprocessing=preprocessing,
+            preprocessing=preprocessing, faces=opts.get("faces"),
         )
     if kind == "npz":
         from export.data import EmotionWindows
@@ -322,6 +339,9 @@ def window_inputs(windows, input_names, face_encoder: FaceEncoder | None = None,
             out[name] = np.ascontiguousarray(windows.tfr[sel], dtype=np.float32)[:, None]
         elif name in ("contact", "contact_level"):
             out[name] = np.ascontiguousarray(getattr(windows, name)[sel], dtype=np.float32)
+        elif name == "present":
+            out[name] = modality_flags_batch(windows.face_clip[sel], windows.tfr[sel], windows.contact_present[sel],
+                                             windows.level_present[sel])
         elif name == "face_feats":
             if face_encoder is None:
                 raise ConfigError("face_feats need the pretrained face encoder")
@@ -345,14 +365,22 @@ class EncoderCache:
     """Pretrained face encoders keyed by (data, training subjects, settings), in memory and on disk."""
 
     def __init__(self, cache_dir: Path | None, fingerprint: str, steps: int, seed: int, progress: bool,
-                 device: torch.device, encoder_config: dict | None = None):
+                 device: torch.device, encoder_config: dict | None = None, pretrained: str = ""):
         self.dir = Path(cache_dir) if cache_dir else None
         self.fingerprint, self.steps, self.seed, self.progress, self.device = fingerprint, steps, seed, progress, device
         self.encoder_config = dict(encoder_config or encoder_preset("tiny"))
         self.memory: dict[str, tuple[FaceEncoder, dict]] = {}
+        self.pretrained = str(pretrained or "")
 
     def get(self, windows, subjects: np.ndarray) -> tuple[FaceEncoder, dict]:
-        """Encoder pretrained on the clips of ``subjects`` only (frozen, eval mode)."""
+        """Encoder pretrained on the clips of ``subjects`` only (frozen, eval mode); or the
+        given pretrained encoder (``pretrained``), which saw none of the synthetic subjects."""
+        if self.pretrained:
+            if "pretrained" not in self.memory:
+                enc, hist = load_face_encoder(self.pretrained)
+                hist = dict(hist or {}, subjects="none (pretrained on real photos)", source=str(self.pretrained))
+                self.memory["pretrained"] = (enc.freeze().eval(), hist)
+            return self.memory["pretrained"]
         subj = sorted(int(s) for s in np.unique(subjects))
         ident = [self.fingerprint, subj, self.steps, self.seed]
         if json.dumps(self.encoder_config, sort_keys=True) != json.dumps(encoder_preset("tiny"), sort_keys=True):
@@ -403,7 +431,7 @@ def _batches(n: int, batch_size: int, gen: torch.Generator):
 
 
 def _to_device(arrays: dict, idx, device) -> dict:
-    return {k: torch.from_numpy(v[idx]).to(device) for k, v in arrays.items()}
+    return {k: torch.from_numpy(np.ascontiguousarray(v[idx])).to(device) for k, v in arrays.items()}
 
 
 def augment_batch(inputs: dict[str, torch.Tensor], gen: torch.Generator) -> dict[str, torch.Tensor]:
@@ -444,9 +472,9 @@ def predict(model: EmotionModel, inputs: dict[str, np.ndarray], batch_size: int 
     out = {"valence": [], "arousal": []}
     for i in range(0, n, batch_size):
         idx = np.arange(i, min(n, i + batch_size))
-        v, a = model(**_to_device(inputs, idx, device))
-        out["valence"].append(torch.softmax(v, -1).cpu().numpy())
-        out["arousal"].append(torch.softmax(a, -1).cpu().numpy())
+        v, a = model.probabilities(**_to_device(inputs, idx, device))
+        out["valence"].append(v.cpu().numpy())
+        out["arousal"].append(a.cpu().numpy())
     return {k: np.concatenate(v) if v else np.zeros((0, 2), np.float32) for k, v in out.items()}
 
 
@@ -455,20 +483,27 @@ def _eval_loss(model, inputs, targets, device) -> float:
     eps = 1e-7
     loss = 0.0
     for task in TASKS:
-        p = probs[task][np.arange(len(targets[task])), targets[task]]
+        t = np.asarray(targets[task])
+        ok = t >= 0  # -1: no target for this task (a still photo's expression off the axis)
+        if not ok.any():
+            continue
+        p = probs[task][np.nonzero(ok)[0], t[ok]]
         loss += float(-np.mean(np.log(np.clip(p, eps, 1.0))))
     return loss
 
 
 def fit(model: EmotionModel, train_inputs: dict, train_targets: dict, cfg: TrainConfig,
         device: torch.device, val_inputs: dict | None = None, val_targets: dict | None = None,
-        epochs: int | None = None, desc: str = "train", seed: int = 0) -> dict:
+        epochs: int | None = None, desc: str = "train", seed: int = 0,
+        sample_weights: np.ndarray | None = None, epoch_size: int | None = None) -> dict:
     """Train ``model`` in place; with validation data, early-stop and restore the best epoch.
 
     Args:
         train_inputs / val_inputs: {name: float32 array (N, ...)}.
         train_targets / val_targets: {"valence", "arousal", "subject": int64 (N,)}.
         epochs: epoch count (default ``cfg.epochs``).
+        sample_weights: optional (N,) weights: each epoch then draws ``epoch_size`` samples
+            with replacement in proportion to them, instead of a permutation of all N.
     Returns:
         history {"best_epoch" (1-based), "epochs_run", "val_loss" list, "train_loss" list, "seconds"}.
     """
@@ -489,8 +524,15 @@ def fit(model: EmotionModel, train_inputs: dict, train_targets: dict, cfg: Train
     for epoch in bar:
         model.train()
         losses = []
-        n_batches = max(1, -(-n // cfg.batch_size))
-        for step, b in enumerate(_batches(n, cfg.batch_size, gen)):
+        if sample_weights is None:
+            batches = list(_batches(n, cfg.batch_size, gen))
+        else:
+            draw = torch.multinomial(torch.as_tensor(sample_weights, dtype=torch.float64), int(epoch_size or n),
+                                     replacement=True, generator=gen).numpy()
+            batches = [draw[i:i + cfg.batch_size] for i in range(0, draw.size, cfg.batch_size)
+                       if draw[i:i + cfg.batch_size].size >= 2]
+        n_batches = max(1, len(batches))
+        for step, b in enumerate(batches):
             progress = (epoch + step / n_batches) / epochs
             batch = _to_device(train_inputs, b, device)
             if cfg.augment:
@@ -544,7 +586,7 @@ def cross_validate(windows, cfg: TrainConfig, cache_dir: Path | None = None) -> 
     uses_encoder = cfg.model in USES_FACE_ENCODER
     check_crop_size(windows, cfg)
     cache = EncoderCache(cache_dir, data_fingerprint(windows), cfg.pretrain_steps, cfg.seed, cfg.progress, device,
-                         cfg.encoder_config())
+                         cfg.encoder_config(), cfg.face_encoder)
     names = MODELS[cfg.model].input_names
     folds = []
     for k, (train_idx, test_idx) in enumerate(tqdm(splits, desc=f"{cfg.model} folds", disable=not cfg.progress)):
@@ -588,15 +630,80 @@ def train_final(windows, cfg: TrainConfig, epochs: int,
     if cfg.model in USES_FACE_ENCODER:
         check_crop_size(windows, cfg)
         cache = cache or EncoderCache(None, data_fingerprint(windows), cfg.pretrain_steps, cfg.seed,
-                                      cfg.progress, device, cfg.encoder_config())
+                                      cfg.progress, device, cfg.encoder_config(), cfg.face_encoder)
         encoder, _ = cache.get(windows, subjects)
     all_idx = np.arange(subjects.size)
     smap = {int(s): i for i, s in enumerate(np.unique(subjects))}
-    inputs = window_inputs(windows, MODELS[cfg.model].input_names, encoder)
+    names = MODELS[cfg.model].input_names
+    inputs = window_inputs(windows, names, encoder)
+    targets = _targets(windows, all_idx, smap)
     model = _prepare_model(cfg, len(smap), encoder)
-    hist = fit(model, inputs, _targets(windows, all_idx, smap), cfg, device, epochs=epochs,
-               desc="final model", seed=cfg.seed)
+    if not cfg.stills:
+        hist = fit(model, inputs, targets, cfg, device, epochs=epochs, desc="final model", seed=cfg.seed)
+        return model.cpu().eval(), encoder, hist
+    # Real photos join as face-only samples; each epoch draws as many of them (balanced by
+    # identity and class) as there are synthetic windows, so neither source drowns the other.
+    stills_cache = None if cache is None or cache.dir is None else cache.dir / f"stills_{cfg.encoder}.npz"
+    stills = still_training_set(cfg.stills, windows.preprocessing, cache=stills_cache)
+    fit_part, val_part = stills.subset(stills.part == "fit"), stills.subset(stills.part == "val")
+    s_in = still_inputs(fit_part, names, windows.preprocessing)
+    mixed = mix_inputs(inputs, s_in)
+    n_w, n_s = subjects.size, len(fit_part)
+    mixed_targets = {
+        "valence": np.concatenate([targets["valence"], fit_part.valence]),
+        "arousal": np.concatenate([targets["arousal"], fit_part.arousal]),
+        "subject": np.concatenate([targets["subject"], np.full(n_s, -1, np.int64)]),
+    }
+    w_still = still_sampling_weights(fit_part)
+    weights = np.concatenate([np.full(n_w, 1.0 / n_w), w_still / w_still.sum()])
+    epoch_size = max(n_w, 1) + min(int(cfg.stills_per_epoch), 8 * n_s)
+    hist = fit(model, mixed, mixed_targets, cfg, device, epochs=epochs, desc="final model (+stills)", seed=cfg.seed,
+               sample_weights=weights, epoch_size=epoch_size)
+    hist["stills"] = {"fit": n_s, "val": len(val_part), "per_epoch": epoch_size - n_w}
+    hist["temperature"] = calibrate_temperature(model, still_inputs(val_part, names, windows.preprocessing),
+                                                {"valence": val_part.valence, "arousal": val_part.arousal},
+                                                still_sampling_weights(val_part), device)
+    model.calibration_record = {"method": "temperature scaling (Guo et al. 2017), weighted NLL",
+                                "data": f"{len(val_part)} photos of held-out training identities of {cfg.stills}",
+                                **hist["temperature"]}
     return model.cpu().eval(), encoder, hist
+
+
+def still_sampling_weights(stills) -> np.ndarray:
+    """Per-photo weights: every identity counts once within its expression class, and classes
+    by the square root of their size (rare negative expressions are drawn far more often than
+    their share, without one photo of contempt dominating)."""
+    from export.faces.data import sampling_weights
+
+    expr = np.array([f"{v}:{a}" for v, a in zip(stills.valence, stills.arousal)])
+    return np.asarray(sampling_weights(expr, stills.identity), np.float64)
+
+
+@torch.no_grad()
+def calibrate_temperature(model: EmotionModel, inputs: dict, targets: dict, weights: np.ndarray | None,
+                          device: torch.device) -> dict:
+    """Fit and set ``model.temperature`` (valence, arousal) on held-out samples (export.mixed.fit_temperature).
+
+    Returns:
+        {"valence": T, "arousal": T, "n": {"valence": n, "arousal": n}}.
+    """
+    model.eval()
+    n = len(next(iter(inputs.values())))
+    logits = {"valence": [], "arousal": []}
+    for i in range(0, n, 64):
+        idx = np.arange(i, min(n, i + 64))
+        v, a = model(**_to_device(inputs, idx, device))
+        logits["valence"].append(v.cpu().numpy())
+        logits["arousal"].append(a.cpu().numpy())
+    out = {"n": {}}
+    for k, task in enumerate(TASKS):
+        z = np.concatenate(logits[task]) if logits[task] else np.zeros((0, 2))
+        t = np.asarray(targets[task])
+        out[task] = fit_temperature(z, t, weights)
+        out["n"][task] = int((t >= 0).sum())
+        model.temperature[k] = out[task]
+    log.info("temperatures: valence %.3f, arousal %.3f", out["valence"], out["arousal"])
+    return out
 
 
 # ----------------------------------------------------------------------------- top level
@@ -617,6 +724,7 @@ def build_checkpoint(model: EmotionModel, encoder: FaceEncoder | None, windows, 
         "config": model.config,
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "preprocessing": windows.preprocessing.to_dict(),
+        "calibration": getattr(model, "calibration_record", None),
         "labels": LABELS,
         "data": data,
         "metrics": metrics,

@@ -327,9 +327,30 @@ def _files_written(cfg: dict) -> list[str]:
 # -- the demo ---------------------------------------------------------------------------------------
 
 
+#: The demo's script: three segments of equal length, each with a label that is unambiguous on
+#: both axes (valence 0 is the decision boundary, so no segment sits on it): name, expression
+#: valence, expression arousal, heart rate (bpm), skin-conductance responses in the segment.
+DEMO_SEGMENTS = (
+    ("tense", -0.7, 0.6, 84.0, 3),      # a frown, a raised pulse, responses: low valence, high arousal
+    ("calm", 0.5, -0.6, 62.0, 0),       # a soft smile, a slow pulse, quiet skin: high valence, low arousal
+    ("elated", 0.85, 0.7, 88.0, 3),     # a broad smile, a fast pulse, responses: high valence, high arousal
+)
+
+
+def demo_segments(duration_s: float) -> list[dict]:
+    """The demo script's segments with their times: ``name``, ``t0_s``, ``t1_s``, ``valence`` and
+    ``arousal`` labels (``"low"`` / ``"high"``) - the ground truth the report draws and the demo
+    test checks the model against."""
+    d = float(duration_s) / len(DEMO_SEGMENTS)
+    return [{"name": n, "t0_s": k * d, "t1_s": (k + 1) * d, "valence": "high" if v > 0 else "low",
+             "arousal": "high" if a > 0 else "low", "expression_valence": v, "expression_arousal": a, "hr_bpm": hr}
+            for k, (n, v, a, hr, _) in enumerate(DEMO_SEGMENTS)]
+
+
 def demo_session(duration_s: float, seed: int, fps: float, frame_size: tuple[int, int]):
-    """The demo's synthetic person: a calm start, then a pleasant, livelier stretch (a smile,
-    the heart rate up from 66 to 84 bpm, a few skin-conductance responses).
+    """The demo's synthetic person, following :data:`DEMO_SEGMENTS`: tense, then calm, then
+    elated. Expressions, heart rate and skin-conductance responses change over 3 s (a quarter
+    of a segment when shorter) at each segment start.
 
     Returns:
         A ``firmware_bridge.sim.SyntheticSession``.
@@ -337,15 +358,24 @@ def demo_session(duration_s: float, seed: int, fps: float, frame_size: tuple[int
     from firmware_bridge.sim import SimConfig, synth_session
 
     d = float(duration_s)
-    mid = 0.5 * d
+    seg = demo_segments(d)
+    ramp = min(3.0, 0.25 * (seg[0]["t1_s"] - seg[0]["t0_s"]))
+    valence, arousal, hr, onsets = [], [], [], []
+    for k, s in enumerate(seg):
+        t0 = s["t0_s"] + (ramp if k else 0.0)
+        for pts, value in ((valence, s["expression_valence"]), (arousal, s["expression_arousal"]), (hr, s["hr_bpm"])):
+            if k:
+                pts.append((s["t0_s"], pts[-1][1]))
+            pts.append((t0, value))
+        n_scr = DEMO_SEGMENTS[k][4]
+        onsets += [s["t0_s"] + (j + 1) * (s["t1_s"] - s["t0_s"]) / (n_scr + 1) for j in range(n_scr)]
     config = SimConfig(
         duration_s=d, seed=int(seed), fps=float(fps), frame_size=frame_size, face_scale=0.5,
-        hr_bpm=((0.0, 66.0), (mid, 66.0), (mid + 15.0, 84.0)), hrv_sdnn_ms=30.0,
+        hr_bpm=tuple(hr), hrv_sdnn_ms=30.0,
         pulse_amplitude=0.005, noise_sigma=1.0, motion_px=0.5, illumination_pct=1.0,
-        scr_onsets_s=tuple(float(t) for t in (mid + 5.0, mid + 17.0, mid + 26.0) if t < d),
+        scr_onsets_s=tuple(float(t) for t in onsets if t < d),
         scr_amplitudes_us=0.6, eda_noise_us=0.005,
-        expression_valence=((0.0, 0.0), (mid, 0.0), (mid + 5.0, 0.7)),
-        expression_arousal=((0.0, -0.2), (mid, -0.2), (mid + 5.0, 0.5)),
+        expression_valence=tuple(valence), expression_arousal=tuple(arousal),
     )
     return synth_session(config)
 

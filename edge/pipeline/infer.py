@@ -26,7 +26,18 @@ import numpy as np
 from edge.engine import open_engine
 from edge.engine.base import graph_specs
 from edge.pipeline.windows import SensorStore, WindowJob
-from edge.preprocess import Window, contact_inputs, crops_to_nchw, ecg_level_hr, face_inputs, face_plan, model_feeds
+from edge.preprocess import (
+    Window,
+    contact_inputs,
+    crops_to_nchw,
+    ecg_level_hr,
+    face_inputs,
+    face_plan,
+    MODALITIES,
+    model_feeds,
+    modality_flags,
+    needs_ecg_level,
+)
 from edge.results import STATUS_OK, STATUS_UNKNOWN, Reason, Result
 from edge.signals import roi, rppg, tfr
 from edge.signals.ecg import ecg_peaks
@@ -111,6 +122,7 @@ class Engines:
         self.model = open_engine(bundle, backend, precision, **ort)
         self.model.activate()
         self.input_names = [s.name for s in bundle.inputs]
+        self.optional = {s.name for s in bundle.inputs if s.optional}
         if "face_feats" in self.input_names:
             self.encoder = open_engine(bundle, backend, precision, role="face_encoder", **ort)
             self.encoder.activate()
@@ -139,6 +151,17 @@ class Engines:
             if fid not in keep:
                 del self._feat_cache[fid]
         return feats
+
+    def modalities(self, window: Window) -> str:
+        """The modalities behind this window's answer: with a ``present`` input, the flagged ones
+        (:func:`edge.preprocess.modality_flags`); without, the ones its inputs carry."""
+        if "present" in self.input_names:
+            flags = modality_flags(window)
+            return "+".join(m for m, f in zip(MODALITIES, flags) if f)
+        carried = {"face_clip": ("face",), "face_feats": ("face",), "tfr": ("pulse",), "contact": ("ppg", "eda"),
+                   "contact_level": ("hr_level", "eda_level")}
+        have = {m for n in self.input_names for m in carried.get(n, ())}
+        return "+".join(m for m in MODALITIES if m in have)
 
     def run(self, window: Window, feats) -> dict[str, tuple[float, ...]]:
         """Class probabilities per head (``valence``, ``arousal``)."""
@@ -215,8 +238,11 @@ class Inference:
         lat["physio"] = (time.perf_counter() - t1) * 1e3
         window = self._window(fi, ci)
         probs = None
+        modalities = None
         if self.engines is not None:
-            names = self.engines.input_names
+            # Inputs the bundle marks optional do not hold the model back: they go in as zeros
+            # with their presence flag 0 (edge.preprocess.modality_flags).
+            names = [n for n in self.engines.input_names if n not in self.engines.optional]
             missing = face_status.reasons_for(names) | contact_status.reasons_for(names)
             if missing:
                 reasons |= missing | {Reason.MODEL_INPUT_MISSING}
@@ -229,6 +255,7 @@ class Inference:
                 t1 = time.perf_counter()
                 probs = self.engines.run(window, feats)
                 lat["engine"] = (time.perf_counter() - t1) * 1e3
+                modalities = self.engines.modalities(window)
         done = time.perf_counter()
         lat["compute"] = (done - started) * 1e3
         if job.arrival_s is not None:
@@ -242,7 +269,7 @@ class Inference:
             face_box=None if job.box_last is None else tuple(float(v) for v in job.box_last),
             hr_bpm=hr[0], hr_quality=hr[1], hr_snr_db=hr[2], **physio,
             valence_prob=va["valence"][0], arousal_prob=va["arousal"][0],
-            valence=va["valence"][1], arousal=va["arousal"][1],
+            valence=va["valence"][1], arousal=va["arousal"][1], modalities=modalities,
             latency_ms=lat, frames=job.frames, frames_dropped=frames_dropped,
             pulse=None if pulse is None else pulse.astype(np.float32),
             pulse_fs_hz=self.p.fps if pulse is not None else None,
@@ -308,7 +335,7 @@ class Inference:
             grids[name] = (np.asarray(w.samples), np.asarray(w.valid))
         ecg_hr = math.nan
         ecg = store.stream_for("ecg", t_end_ns)
-        if "ppg" not in grids and ecg is not None:
+        if ecg is not None and needs_ecg_level(grids, p):
             w = store.window(ecg, t_end_ns, p.window_s, store.fs_hz(ecg))
             t_rel = (w.t_ns - t_end_ns) / 1e9
             ecg_hr = ecg_level_hr(t_rel, w.samples, t_rel[0], 0.0, p.contact_level.min_beats)

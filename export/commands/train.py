@@ -55,6 +55,13 @@ def register(subparsers) -> None:
     p.add_argument("--workers", type=int, default=1, help="processes for building a synthetic dataset (default 1)")
     p.add_argument("--augment", action="store_true",
                    help="photometric jitter of face clips + input noise while training (off by default)")
+    p.add_argument("--face-encoder", metavar="PT",
+                   help="a pretrained face encoder (face_encoder.pt, e.g. trained on real photos by "
+                        "python3 -m export.faces.train) used frozen instead of MAE pretraining per fold")
+    p.add_argument("--stills", metavar="DIR",
+                   help="a faces folder (labels.csv + images/): its training identities' photos join the final "
+                        "model as face-only samples, its validation identities fit the probability temperatures "
+                        "(promptfusion_mm)")
     p.add_argument("--no-final", action="store_true", help="cross-validate only; write no checkpoint")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
@@ -86,7 +93,7 @@ def run(args) -> int:
         patience=args.patience, batch_size=args.batch_size, lr=args.lr,
         pretrain_steps=args.pretrain_steps, seed=args.seed, device=args.device, threads=args.threads,
         final=not args.no_final, augment=args.augment, progress=not args.quiet and sys.stderr.isatty(),
-        encoder=args.encoder,
+        encoder=args.encoder, face_encoder=args.face_encoder or "", stills=args.stills or "",
     )
     cfg.validate()
     windows = load_dataset(args.data, cache_dir=cache_dir, workers=args.workers,

@@ -18,7 +18,7 @@ from export.models.baselines import (
     LABELS, ContactBaseline, EmotionModel, FaceBaseline, RppgBaseline,
 )
 from export.models.mvp import MVP, face_feats_from_crops
-from export.models.promptfusion import PromptFusion, PromptFusionNoInv, grad_reverse
+from export.models.promptfusion import PromptFusion, PromptFusionMM, PromptFusionNoInv, grad_reverse
 from export.models.vit import ENCODER_PRESETS, FaceEncoder, FrameEncoderExport, MaskedAutoencoder, encoder_preset
 from firmware_bridge.errors import BadInputError, ConfigError
 
@@ -26,10 +26,10 @@ CHECKPOINT_FORMAT = "emofuse-ckpt/1"
 
 MODELS: dict[str, type[EmotionModel]] = {
     cls.name: cls
-    for cls in (PromptFusion, PromptFusionNoInv, MVP, FaceBaseline, RppgBaseline, ContactBaseline)
+    for cls in (PromptFusion, PromptFusionNoInv, PromptFusionMM, MVP, FaceBaseline, RppgBaseline, ContactBaseline)
 }
 # Models whose face input goes through the frozen pretrained FaceEncoder.
-USES_FACE_ENCODER = frozenset({"promptfusion", "promptfusion_noinv", "face", "mvp"})
+USES_FACE_ENCODER = frozenset({"promptfusion", "promptfusion_noinv", "promptfusion_mm", "face", "mvp"})
 
 # The contract's model inputs: shape without the batch dimension, dtype, meaning.
 INPUT_SPECS: dict[str, dict] = {
@@ -49,6 +49,11 @@ INPUT_SPECS: dict[str, dict] = {
         "shape": [2], "dtype": "float32",
         "meaning": "window mean PPG heart rate (bpm / 100) and tonic EDA (uS / 10)",
     },
+    "present": {
+        "shape": [6], "dtype": "float32",
+        "meaning": "presence flags (1 present, 0 absent) of face, pulse (tfr), PPG row, EDA row, heart-rate level, "
+                   "EDA level (edge.preprocess.MODALITIES); an absent input is ignored whatever its values",
+    },
     "face_feats": {
         "shape": [120, 64], "dtype": "float32",
         "meaning": "face_encoder features of one face crop every 0.5 s over 60 s",
@@ -60,7 +65,7 @@ OUTPUT_SPECS: dict[str, dict] = {
 }
 
 __all__ = [
-    "CHECKPOINT_FORMAT", "ENCODER_PRESETS", "INPUT_SPECS", "LABELS", "MODELS", "OUTPUT_SPECS", "USES_FACE_ENCODER",
+    "CHECKPOINT_FORMAT", "ENCODER_PRESETS", "PromptFusionMM", "INPUT_SPECS", "LABELS", "MODELS", "OUTPUT_SPECS", "USES_FACE_ENCODER",
     "EmotionModel", "ExportModule", "FaceEncoder", "FrameEncoderExport", "MaskedAutoencoder",
     "build_model", "count_flops", "encoder_preset", "input_shape", "count_parameters", "example_inputs", "export_module",
     "face_encoder_from_checkpoint", "face_feats_from_crops", "grad_reverse", "load_checkpoint",
@@ -134,6 +139,8 @@ def example_inputs(model_or_names, batch: int = 1, seed: int = 0) -> tuple[torch
             out.append(torch.rand(shape, generator=gen))
         elif name == "contact_level":
             out.append(torch.tensor([0.7, 0.5]) + 0.1 * torch.randn(shape, generator=gen))
+        elif name == "present":
+            out.append(torch.ones(shape))
         else:
             out.append(torch.randn(shape, generator=gen))
     return tuple(out)
@@ -181,8 +188,10 @@ def load_checkpoint(path, map_location: str | torch.device = "cpu") -> tuple[Emo
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise BadInputError(f"{path} is not an {CHECKPOINT_FORMAT} checkpoint")
     model = build_model(ckpt["model"], **ckpt["config"])
+    state = dict(ckpt["state_dict"])
+    state.setdefault("temperature", torch.ones(2))  # checkpoints from before calibration
     try:
-        model.load_state_dict(ckpt["state_dict"])
+        model.load_state_dict(state)
     except RuntimeError as exc:
         raise BadInputError(f"checkpoint {path}: weights do not fit model {ckpt['model']!r}: {exc}") from exc
     if ckpt["model"] in USES_FACE_ENCODER and hasattr(model, "encoder"):

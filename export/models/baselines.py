@@ -35,10 +35,17 @@ class EmotionModel(nn.Module):
     input_names: tuple[str, ...] = ()
     output_names: tuple[str, ...] = ("valence_prob", "arousal_prob")
 
+    #: Inputs the runtime may mark absent (a presence flag of 0) instead of waiting for them.
+    optional_inputs: tuple[str, ...] = ()
+
     def __init__(self, **config):
         super().__init__()
         # Every constructor argument, JSON-ready: build_model(name, **config) rebuilds the model.
         self.config = dict(config)
+        # Softmax temperatures (valence, arousal), fitted on held-out data after training
+        # (Guo et al. 2017, "On Calibration of Modern Neural Networks", ICML); 1 = uncalibrated.
+        # A buffer, so the checkpoint and the exported graph carry it.
+        self.register_buffer("temperature", torch.ones(2))
 
     def export_forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Positional inputs in ``input_names`` order -> (valence_prob, arousal_prob), (B, 2) each."""
@@ -46,8 +53,13 @@ class EmotionModel(nn.Module):
             raise BadInputError(
                 f"{self.name} takes {len(self.input_names)} inputs {self.input_names}, got {len(inputs)}"
             )
-        v, a = self(**dict(zip(self.input_names, inputs)))
-        return torch.softmax(v, dim=-1), torch.softmax(a, dim=-1)
+        return self.probabilities(**dict(zip(self.input_names, inputs)))
+
+    def probabilities(self, **inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Calibrated probabilities (valence (B, 2), arousal (B, 2)): softmax of the logits divided
+        by :attr:`temperature`."""
+        v, a = self(**inputs)
+        return torch.softmax(v / self.temperature[0], dim=-1), torch.softmax(a / self.temperature[1], dim=-1)
 
     def training_loss(self, inputs: dict, targets: dict, progress: float = 0.0):
         """Training objective on one batch.

@@ -40,9 +40,12 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from export.models.baselines import ClassHead, EmotionModel, TfrCNN
+from export.models.baselines import ClassHead, ContactCNN, EmotionModel, TfrCNN
 from export.models.vit import FaceEncoder
 from firmware_bridge.errors import ConfigError
+
+#: Presence flags of PromptFusionMM's ``present`` input (edge.preprocess.MODALITIES).
+N_FLAGS = 6
 
 
 class _GradReverse(torch.autograd.Function):
@@ -250,3 +253,123 @@ class PromptFusionNoInv(PromptFusion):
         kwargs.pop("specific_weight", None)
         kwargs.pop("orth_weight", None)
         super().__init__(n_subjects=n_subjects, adv_weight=0.0, specific_weight=0.0, orth_weight=0.0, **kwargs)
+
+
+class PromptFusionMM(PromptFusion):
+    """emofuse's variant of :class:`PromptFusion`: every modality, none required.
+
+    Not the paper's model (which reads the face clip and the rPPG TFR only): the prompts are
+    conditioned on the contact sensor's PPG / EDA rows and level summaries too, and every
+    input after the face clip comes with a presence flag, so one graph answers from whatever
+    is there - a face alone, a face and its pulse, or a face with a worn sensor.
+
+    - ``present`` (B, 6) float flags in :data:`edge.preprocess.MODALITIES` order: face, pulse
+      (the TFR), PPG row, EDA row, heart-rate level, EDA level. Each input is multiplied by its
+      flag inside the graph, so an absent input is ignored whatever its values.
+    - Prompts: learned base + flag(pulse) * TFR offset + a contact offset computed from the
+      gated contact rows, levels and flags (zero-initialised, like the TFR offset's output).
+    - Face: a missing face replaces the pooled face token by a learned "absent" token.
+    - Heads read [pooled face token, pooled prompt token, flags].
+    - Training: modality dropout (Neverova et al. 2016, "ModDrop: Adaptive Multi-Modal Gesture
+      Recognition", IEEE TPAMI 38(8)) drops each present modality group with its own
+      probability (face ``drop_face``, pulse ``drop_pulse``, contact ``drop_contact``), never
+      all of them, so the heads learn every subset; targets of -1 (a still photo whose
+      expression says nothing about arousal, say) and subjects of -1 (photos are not training
+      subjects) are left out of their losses.
+
+    forward(face_clip (B, 8, 3, S, S), tfr (B, 1, 32, 32), contact (B, 2, 1920),
+    contact_level (B, 2), present (B, 6)) -> (valence_logits, arousal_logits), (B, 2) each.
+    """
+
+    name = "promptfusion_mm"
+    input_names = ("face_clip", "tfr", "contact", "contact_level", "present")
+    #: Inputs the runtime may mark absent (flag 0) instead of waiting for them.
+    optional_inputs = ("tfr", "contact", "contact_level")
+
+    def __init__(self, n_subjects: int = 2, encoder: dict | None = None, contact_width: int = 8,
+                 drop_face: float = 0.15, drop_pulse: float = 0.3, drop_contact: float = 0.4, **kwargs):
+        super().__init__(n_subjects=n_subjects, encoder=encoder, **kwargs)
+        self.config.update(contact_width=contact_width, drop_face=drop_face, drop_pulse=drop_pulse,
+                           drop_contact=drop_contact)
+        d, depth = self.encoder.dim, len(self.encoder.blocks)
+        self.contact_cnn = ContactCNN(2, contact_width)
+        self.contact_to_prompts = nn.Linear(self.contact_cnn.out_dim + 2 + N_FLAGS, depth * self.n_prompts * d)
+        nn.init.zeros_(self.contact_to_prompts.weight)
+        nn.init.zeros_(self.contact_to_prompts.bias)
+        self.face_absent = nn.Parameter(torch.zeros(1, d))
+        head_in = 2 * d + N_FLAGS
+        self.valence_head = ClassHead(head_in, self.config["head_hidden"], self.config["dropout"])
+        self.arousal_head = ClassHead(head_in, self.config["head_hidden"], self.config["dropout"])
+        self.drops = (float(drop_face), float(drop_pulse), float(drop_contact))
+
+    def _prompts(self, tfr, contact, contact_level, present):
+        pulse = present[:, 1:2]
+        rows = contact * present[:, 2:4, None]
+        level = contact_level * present[:, 4:6]
+        offset_tfr = self.prompts.to_prompts(self.prompts.cnn(tfr * pulse[:, :, None, None]))
+        c = torch.cat([self.contact_cnn(rows), level, present], dim=-1)
+        offset = pulse * offset_tfr + self.contact_to_prompts(c)
+        p = self.prompts
+        return p.base + offset.reshape(-1, p.depth, p.n_prompts, p.dim)
+
+    def features_mm(self, face_clip, tfr, contact, contact_level, present, aux: bool = False):
+        """Pooled fused feature (B, 2*dim + 6) and, when ``aux``, per-layer shared/specific lists."""
+        enc = self.encoder
+        face_flag = present[:, 0:1]
+        prompts = self._prompts(tfr, contact, contact_level, present)
+        face = enc.tokens(face_clip * face_flag[:, :, None, None, None])
+        n_p = self.n_prompts
+        shared, specific = [], []
+        x = face
+        for layer, blk in enumerate(enc.blocks):
+            x = blk(torch.cat([prompts[:, layer], face], dim=1))
+            x, s, sp = self.adapters[layer](x, aux)
+            shared.append(s)
+            specific.append(sp)
+            face = x[:, n_p:]
+        x = enc.norm(x)
+        pooled_face = face_flag * x[:, n_p:].mean(dim=1) + (1.0 - face_flag) * self.face_absent
+        feat = torch.cat([pooled_face, x[:, :n_p].mean(dim=1), present], dim=-1)
+        return feat, shared, specific
+
+    def forward(self, face_clip, tfr, contact, contact_level, present):
+        feat, _, _ = self.features_mm(face_clip, tfr, contact, contact_level, present)
+        return self.valence_head(feat), self.arousal_head(feat)
+
+    def modality_dropout(self, present: torch.Tensor) -> torch.Tensor:
+        """Flags with modality groups dropped at random (training only); at least one group stays."""
+        b = present.shape[0]
+        groups = ((0,), (1,), (2, 3, 4, 5))
+        out = present.clone()
+        for g, p in zip(groups, self.drops):
+            drop = torch.rand(b, device=present.device) < p
+            out[:, list(g)] = torch.where(drop[:, None], torch.zeros_like(out[:, list(g)]), out[:, list(g)])
+        left = (out[:, 0] + out[:, 1] + out[:, 2:].amax(dim=1)) > 0
+        return torch.where(left[:, None], out, present)
+
+    def training_loss(self, inputs: dict, targets: dict, progress: float = 0.0):
+        """Masked emotion cross-entropies (targets -1 ignored) plus the DSSA losses on the
+        samples that belong to a training subject (subject >= 0), after modality dropout."""
+        present = self.modality_dropout(inputs["present"]) if self.training else inputs["present"]
+        feat, shared, specific = self.features_mm(inputs["face_clip"], inputs["tfr"], inputs["contact"],
+                                                  inputs["contact_level"], present, aux=self.invariant)
+        v, a = self.valence_head(feat), self.arousal_head(feat)
+        total = v.new_zeros(())
+        parts = {}
+        for task, logits in (("valence", v), ("arousal", a)):
+            t = targets[task]
+            if (t >= 0).any():
+                loss = F.cross_entropy(logits, t, ignore_index=-1, weight=targets.get(f"{task}_weight"))
+                total = total + loss
+                parts[task] = loss.item()
+        subject = targets["subject"]
+        mine = subject >= 0
+        if self.invariant and int(mine.sum()) >= 2:
+            s_all = torch.cat(shared, dim=-1)[mine]
+            p_all = torch.cat(specific, dim=-1)[mine]
+            l_adv = F.cross_entropy(self.shared_subject(grad_reverse(s_all, dann_schedule(progress))), subject[mine])
+            l_spec = F.cross_entropy(self.specific_subject(p_all), subject[mine])
+            l_orth = torch.stack([orthogonality_loss(s[mine], p[mine]) for s, p in zip(shared, specific)]).mean()
+            total = total + self.adv_weight * l_adv + self.specific_weight * l_spec + self.orth_weight * l_orth
+            parts.update(subject_adv=l_adv.item(), subject_specific=l_spec.item(), orth=l_orth.item())
+        return total, parts, (v, a)

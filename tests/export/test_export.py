@@ -30,7 +30,7 @@ from firmware_bridge.errors import BadInputError, ConfigError  # noqa: E402
 from helpers import parse_command  # noqa: E402
 
 N_PARITY = 4
-ALL_MODELS = ("promptfusion", "promptfusion_noinv", "mvp", "face", "rppg", "contact")
+ALL_MODELS = ("promptfusion", "promptfusion_noinv", "promptfusion_mm", "mvp", "face", "rppg", "contact")
 
 
 @pytest.fixture(scope="module", autouse=True)
