@@ -180,9 +180,9 @@ def check_rate(fs) -> float:
     try:
         fs = float(fs)
     except (TypeError, ValueError):
-        raise BadInputError(f"fs must be a number in Hz, got {fs!r}") from None
+        raise BadInputError(f"sampling rate fs must be a number in Hz, got {fs!r}") from None
     if not np.isfinite(fs) or fs <= 0:
-        raise BadInputError(f"fs must be a positive finite rate in Hz, got {fs}")
+        raise BadInputError(f"sampling rate fs must be finite and > 0 Hz, got {fs}")
     return fs
 
 

@@ -74,7 +74,7 @@ import numpy as np
 from numba import njit
 
 from edge.signals.detrend import signal_detrend
-from edge.signals.filters import bandpass, butter_sos
+from edge.signals.filters import bandpass, butter_sos, check_rate
 from firmware_bridge.errors import BadInputError, ConfigError
 
 #: POS projection onto the plane orthogonal to the normalised skin tone (Wang et al. 2017).
@@ -501,16 +501,6 @@ def _method(name) -> RppgMethod:
         ) from None
 
 
-def _check_fs(fs) -> float:
-    try:
-        fs = float(fs)
-    except (TypeError, ValueError) as exc:
-        raise BadInputError(f"sampling rate fs must be a real number ({exc})") from exc
-    if not math.isfinite(fs) or fs <= 0:
-        raise BadInputError(f"sampling rate fs must be finite and > 0 Hz, got {fs}")
-    return fs
-
-
 def _check_window_s(window_s) -> float:
     try:
         window_s = float(window_s)
@@ -565,7 +555,7 @@ def rppg_extract(rgb, fs: float, method: str = "pos", window_s: float = 1.6) -> 
             finite and > 0, or window_s * fs rounding to fewer than 2 frames.
     """
     spec = _method(method)
-    fs = _check_fs(fs)
+    fs = check_rate(fs)
     window_s = _check_window_s(window_s)
     x = _check_rgb(rgb)
     L, hop = spec.geometry(fs, window_s)
@@ -603,7 +593,7 @@ class RppgStream:
 
     def __init__(self, fs: float, method: str = "pos", window_s: float = 1.6):
         self._spec = _method(method)
-        self.fs = _check_fs(fs)
+        self.fs = check_rate(fs)
         self.window_s = _check_window_s(window_s)
         self.method = self._spec.name
         self.window_frames, self.hop_frames = self._spec.geometry(self.fs, self.window_s)
