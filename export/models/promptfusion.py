@@ -200,20 +200,24 @@ class PromptFusion(EmotionModel):
     def features(self, face_clip: torch.Tensor, tfr: torch.Tensor, aux: bool = False):
         """Pooled fused feature (B, 2*dim) and, when ``aux``, per-layer pooled shared/specific lists."""
         enc = self.encoder
-        prompts = self.prompts(tfr)
-        face = enc.tokens(face_clip)
+        x, shared, specific = self._blocks(enc.tokens(face_clip), self.prompts(tfr), aux)
+        n_p = self.n_prompts
+        feat = torch.cat([x[:, n_p:].mean(dim=1), x[:, :n_p].mean(dim=1)], dim=-1)
+        return feat, shared, specific
+
+    def _blocks(self, face: torch.Tensor, prompts: torch.Tensor, aux: bool):
+        """The frozen blocks with layer-wise prompts (VPT-deep) and the DSSA after each: final-norm
+        tokens (B, n_prompts + N, D), prompts first, and the per-layer shared / specific lists."""
         n_p = self.n_prompts
         shared, specific = [], []
         x = face
-        for layer, blk in enumerate(enc.blocks):
+        for layer, blk in enumerate(self.encoder.blocks):
             x = blk(torch.cat([prompts[:, layer], face], dim=1))
             x, s, p = self.adapters[layer](x, aux)
             shared.append(s)
             specific.append(p)
             face = x[:, n_p:]
-        x = enc.norm(x)
-        feat = torch.cat([x[:, n_p:].mean(dim=1), x[:, :n_p].mean(dim=1)], dim=-1)
-        return feat, shared, specific
+        return self.encoder.norm(x), shared, specific
 
     def forward(self, face_clip: torch.Tensor, tfr: torch.Tensor):
         feat, _, _ = self.features(face_clip, tfr)
@@ -314,20 +318,10 @@ class PromptFusionMM(PromptFusion):
 
     def features_mm(self, face_clip, tfr, contact, contact_level, present, aux: bool = False):
         """Pooled fused feature (B, 2*dim + 6) and, when ``aux``, per-layer shared/specific lists."""
-        enc = self.encoder
         face_flag = present[:, 0:1]
-        prompts = self._prompts(tfr, contact, contact_level, present)
-        face = enc.tokens(face_clip * face_flag[:, :, None, None, None])
+        face = self.encoder.tokens(face_clip * face_flag[:, :, None, None, None])
+        x, shared, specific = self._blocks(face, self._prompts(tfr, contact, contact_level, present), aux)
         n_p = self.n_prompts
-        shared, specific = [], []
-        x = face
-        for layer, blk in enumerate(enc.blocks):
-            x = blk(torch.cat([prompts[:, layer], face], dim=1))
-            x, s, sp = self.adapters[layer](x, aux)
-            shared.append(s)
-            specific.append(sp)
-            face = x[:, n_p:]
-        x = enc.norm(x)
         pooled_face = face_flag * x[:, n_p:].mean(dim=1) + (1.0 - face_flag) * self.face_absent
         feat = torch.cat([pooled_face, x[:, :n_p].mean(dim=1), present], dim=-1)
         return feat, shared, specific
