@@ -607,7 +607,8 @@ def cross_validate(windows, cfg: TrainConfig, cache_dir: Path | None = None) -> 
             val_subjects=sorted(int(s) for s in np.unique(subjects[val_idx])),
             n_train=int(fit_idx.size), n_val=int(val_idx.size), n_test=int(test_idx.size),
             best_epoch=hist["best_epoch"], epochs_run=hist["epochs_run"], seconds=hist["seconds"],
-            encoder_loss=None if enc_hist is None else [enc_hist["loss_first"], enc_hist["loss_last"]],
+            encoder_loss=None if enc_hist is None or "loss_first" not in enc_hist
+            else [enc_hist["loss_first"], enc_hist["loss_last"]],
             encoder_subjects=None if enc_hist is None else list(enc_hist["subjects"]),
         )
         log.info("fold %d: %s", k, {m: round(metrics[m], 3) for m in metrics if m.endswith(("_acc", "_f1"))})
