@@ -56,6 +56,7 @@ import numpy as np
 
 from calibrate.gate import run_graph
 from edge.bundle import sha256_file
+from edge.preprocess import modality_flags_batch
 from edge.spec import Preprocessing
 from edge.windows import recording_session, windows_from_session
 # calibrate builds on export's torch-free dataset package (the synthetic corpus, corpus loaders
@@ -547,7 +548,8 @@ def model_inputs(windows, bundle, idx=None, batch: int = 1024) -> dict:
 
     The same layout the training code feeds (``export.train.window_inputs``): ``face_clip``
     uint8 (N, T, H, W, 3) -> float32 (N, T, 3, H, W) / 255; ``tfr`` (N, F, T) -> (N, 1, F, T);
-    ``contact`` and ``contact_level`` as stored; ``face_feats`` from the bundle's own
+    ``contact`` and ``contact_level`` as stored; ``present`` by
+    :func:`edge.preprocess.modality_flags_batch`; ``face_feats`` from the bundle's own
     ``face_encoder.onnx`` on ``face_seq_crops`` / 255, as the device computes them.
 
     Args:
@@ -574,6 +576,9 @@ def model_inputs(windows, bundle, idx=None, batch: int = 1024) -> dict:
             arr = np.ascontiguousarray(windows.tfr[sel], dtype=np.float32)[:, None]
         elif name in ("contact", "contact_level"):
             arr = np.ascontiguousarray(getattr(windows, name)[sel], dtype=np.float32)
+        elif name == "present":
+            arr = modality_flags_batch(windows.face_clip[sel], windows.tfr[sel], windows.contact_present[sel],
+                                       windows.level_present[sel])
         elif name == "face_feats":
             arr = _face_feats(bundle, np.asarray(windows.face_seq_crops[sel]), batch)
         else:
