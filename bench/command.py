@@ -12,9 +12,6 @@ import json
 import os
 import sys
 
-from bench import bundle as bb
-from bench import pipeline as bp
-from edge.pipeline import default_bundle_dir
 from firmware_bridge.errors import ConfigError
 
 
@@ -118,6 +115,8 @@ def run_bundle(args) -> int:
     from pathlib import Path
 
     if args.target == "default":
+        from edge.pipeline import default_bundle_dir  # see the note at bench.bundle below
+
         args.target = str(default_bundle_dir())
     elif not Path(args.target).is_dir():
         raise ConfigError(f"unknown bench target {args.target!r}: 'signals', 'pipeline', 'default' or a "
@@ -128,6 +127,10 @@ def run_bundle(args) -> int:
         # One thread on one core: the CPU target is stated that way, and it keeps the
         # scheduler from moving the run between cores mid-measurement.
         os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
+
+    # Imported when run: every `emofuse` command builds its parser from all command modules, so
+    # the runtime and benchmark stacks would otherwise load for each of them.
+    from bench import bundle as bb
 
     result = bb.bench_bundle(
         args.target, backends=args.backend, precisions=args.precision,
@@ -143,6 +146,7 @@ def run_pipeline(args) -> int:
 
     if args.fast_runs < 1:
         raise ConfigError("--fast-runs must be >= 1")
+    from bench import pipeline as bp  # imported when run, as bench.bundle above
 
     report = bp.bench_pipeline(
         args.recording, minutes=args.minutes, bundle=args.bundle, paced_s=args.paced_s,

@@ -43,7 +43,6 @@ from edge.affect import (
 )
 from edge.engine import open_engine
 from edge.engine.base import graph_specs
-from edge.pipeline import resolve_bundle
 from edge.preprocess import crops_to_nchw
 from edge.stills import list_images, read_image, still_face, still_feeds, still_settings
 from firmware_bridge.errors import BadInputError, ConfigError
@@ -290,6 +289,9 @@ def run(args) -> int:
         BadInputError: a missing folder or CSV, missing columns, an unreadable image.
         ConfigError: bad flags or bundle.
     """
+    # Imported when run: every `emofuse` command builds its parser from all command modules.
+    from edge.pipeline import resolve_bundle
+
     if args.threads < 1:
         raise ConfigError("--threads must be >= 1")
     if not 0.0 < args.test_fraction < 1.0:
