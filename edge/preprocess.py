@@ -26,6 +26,10 @@ The steps (shapes for the default settings):
 
 Times are float64 seconds on one clock shared by frames and samples; a window is
 ``[t_end_s - window_s, t_end_s)``.
+
+Why one file of more than 600 lines: it is the one path from raw window data to model inputs
+that training, calibration, still photos and the device share; keeping every step of it in one
+module is what lets a reader check that nothing differs between them.
 """
 from __future__ import annotations
 

@@ -14,6 +14,9 @@ rate) or out of range is one :class:`~firmware_bridge.errors.ConfigError` naming
 (``preprocessing.face.crop_size``). :meth:`Preprocessing.to_dict` gives the JSON object back,
 so ``from_dict(to_dict(p)) == p``.
 
+Why one file of about 600 lines: the record's dataclasses and their parser change together
+(a new setting is one field, one parse line and one ``to_dict`` entry, side by side).
+
 Versions: ``version`` 2 is this record. Version 1 manifests (before the record) held a
 subset of the keys, with the rest fixed in code; :func:`upgrade_v1` fills those in with the
 values version 1's code used, so an old bundle behaves exactly as it did.
