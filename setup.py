@@ -16,6 +16,9 @@ CORE = [
     "opencv-python-headless>=4.8,<5",
     "onnx>=1.15",
     "onnxruntime>=1.17",
+    # ONNX Runtime's quantization pre-processing (symbolic shape inference) is written in
+    # sympy, which onnxruntime does not require; `emofuse calibrate` needs it.
+    "sympy>=1.12",
     "matplotlib>=3.7",
     # Ships the public-domain astronaut photo that the synthetic face generator animates.
     "scikit-image>=0.19",

@@ -44,21 +44,26 @@ calibration file's SHA-256 is recorded under ``quantization.calibration`` by
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import json
 import logging
 import math
+import multiprocessing
+import sys
 import zipfile
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from calibrate.gate import run_graph
 from edge.bundle import sha256_file
 from edge.preprocess import modality_flags_batch
 from edge.spec import Preprocessing
-from edge.windows import recording_session, windows_from_session
+from edge.windows import recording_session, window_shapes, windows_from_session
 # calibrate builds on export's torch-free dataset package (the synthetic corpus, corpus loaders
 # and the EmotionWindows container) on purpose: calibration data is training data. It never
 # imports export's torch side (models, training); tests/test_layering.py holds it to that.
@@ -148,8 +153,14 @@ class CalibrationSet:
         return {"valence": self.valence_high, "arousal": self.arousal_high}
 
     def subset(self, idx) -> "CalibrationSet":
-        """The windows ``idx`` (indices or bool mask), copied, same meta (with an updated count)."""
+        """The windows ``idx`` (indices or bool mask), same meta (with an updated count): views
+        of these arrays when ``idx`` is one contiguous ascending block, else copies."""
         sel = np.asarray(idx)
+        if sel.dtype == bool:
+            sel = np.nonzero(sel)[0]
+        if sel.size and np.array_equal(sel, np.arange(sel[0], sel[0] + sel.size)):
+            # A contiguous block: views instead of copies (the arrays are never written to).
+            sel = slice(int(sel[0]), int(sel[0]) + sel.size)
         meta = copy.deepcopy(self.meta)
         out = CalibrationSet(
             inputs={k: np.ascontiguousarray(v[sel]) for k, v in self.inputs.items()},
@@ -302,16 +313,51 @@ def parse_data_spec(spec: str) -> DataSpec:
 
 
 def _render_synth(item):
-    # Top level so that a process pool can pickle it.
-    trial, preprocessing = item
+    # Top level so that a process pool can pickle it. Without ``keep_seq`` the 120 face crops
+    # (the bulk of a window: 1.5 MB at 64 px) are dropped in the worker, before they are sent.
+    trial, preprocessing, keep_seq = item
+    window = windows_from_session(synth_session(trial.sim), preprocessing, t_end_s=trial.sim.duration_s)
+    return window if keep_seq else dataclasses.replace(window, face_seq_crops=None)
 
-    return windows_from_session(synth_session(trial.sim), preprocessing, t_end_s=trial.sim.duration_s)
+
+def _synth_trials(n_windows: int, seed: int, trials_per_subject: int, n_subjects: int | None):
+    subjects = n_subjects or max(2, math.ceil(n_windows / trials_per_subject))
+    cfg = SynthConfig(n_subjects=int(subjects), trials_per_subject=int(trials_per_subject), seed=int(seed))
+    return cfg, synth_trials(cfg)
+
+
+def _synth_meta(cfg, preprocessing: Preprocessing) -> dict:
+    return {"source": "synthetic", "preprocessing": preprocessing.to_dict(),
+            "config": {"n_subjects": cfg.n_subjects, "trials_per_subject": cfg.trials_per_subject,
+                       "seed": cfg.seed}}
+
+
+def _rendered(trials, preprocessing: Preprocessing, workers: int, progress: bool, keep_seq: bool = True):
+    """Yield the :class:`edge.preprocess.Window` of each trial, in trial order, one at a time
+    (a tqdm bar on stderr counts them when ``progress``)."""
+    items = [(t, preprocessing, keep_seq) for t in trials]
+    with tqdm(total=len(items), desc="calibration windows", unit="window", disable=not progress,
+              file=sys.stderr) as bar:
+        if workers > 1:
+            # spawn: the parent may hold OpenMP/ORT threads that a fork could deadlock on.
+            # Chunks of one: results come back in order as they are made, so only a few
+            # windows wait in the parent at any time.
+            with ProcessPoolExecutor(int(workers), mp_context=multiprocessing.get_context("spawn")) as pool:
+                for window in pool.map(_render_synth, items, chunksize=1):
+                    bar.update()
+                    yield window
+        else:
+            for item in items:
+                window = _render_synth(item)
+                bar.update()
+                yield window
 
 
 def synth_windows(preprocessing: Preprocessing, n_windows: int, seed: int = DEFAULT_SYNTH_SEED,
                   trials_per_subject: int = 8, n_subjects: int | None = None, workers: int = 1,
                   progress: bool = False):
-    """Synthetic windows rendered with the given preprocessing (the bundle's).
+    """Synthetic windows rendered with the given preprocessing (the bundle's), every array of
+    every window kept (for training-style use; calibration streams with :func:`synth_pool`).
 
     Args:
         preprocessing: the manifest's preprocessing record.
@@ -328,35 +374,111 @@ def synth_windows(preprocessing: Preprocessing, n_windows: int, seed: int = DEFA
     Raises:
         ConfigError: bad settings.
     """
-
-    subjects = n_subjects or max(2, math.ceil(n_windows / trials_per_subject))
-    cfg = SynthConfig(n_subjects=int(subjects), trials_per_subject=int(trials_per_subject), seed=int(seed))
-    trials = synth_trials(cfg)
-    items = [(t, preprocessing) for t in trials]
-    from tqdm import tqdm
-
-    bar = tqdm(total=len(items), desc="calibration windows", unit="window", disable=not progress)
-    if workers > 1:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
-        # spawn: the parent may hold OpenMP/ORT threads that a fork could deadlock on.
-        with ProcessPoolExecutor(int(workers), mp_context=multiprocessing.get_context("spawn")) as pool:
-            windows = []
-            for w in pool.map(_render_synth, items, chunksize=max(1, len(items) // (8 * workers))):
-                windows.append(w)
-                bar.update()
-    else:
-        windows = []
-        for item in items:
-            windows.append(_render_synth(item))
-            bar.update()
-    bar.close()
-    meta = {"source": "synthetic", "preprocessing": preprocessing.to_dict(),
-            "config": {"n_subjects": cfg.n_subjects, "trials_per_subject": cfg.trials_per_subject,
-                       "seed": cfg.seed}}
+    cfg, trials = _synth_trials(n_windows, seed, trials_per_subject, n_subjects)
+    windows = list(_rendered(trials, preprocessing, workers, progress))
     return EmotionWindows.from_windows(windows, [t.valence for t in trials], [t.arousal for t in trials],
-                                       [t.subject for t in trials], [t.trial for t in trials], meta)
+                                       [t.subject for t in trials], [t.trial for t in trials],
+                                       _synth_meta(cfg, preprocessing))
+
+
+@dataclass(eq=False)
+class WindowPool:
+    """Labelled windows kept only as far as one bundle's inputs need them (the streamed pool).
+
+    The same attributes as :class:`export.data.EmotionWindows` that :func:`model_inputs` and
+    the selection read, without ``face_seq_crops`` (120 crops, 1.5 MB per window at 64 px, are
+    turned into ``face_feats`` by the bundle's face encoder as they arrive, or dropped when the
+    bundle takes no ``face_feats``). Shapes as in EmotionWindows; ``face_feats`` float32
+    (N, seq_frames, D) or None.
+    """
+
+    face_clip: np.ndarray
+    tfr: np.ndarray
+    contact: np.ndarray
+    contact_level: np.ndarray
+    valence: np.ndarray
+    arousal: np.ndarray
+    valence_high: np.ndarray
+    arousal_high: np.ndarray
+    subject: np.ndarray
+    trial: np.ndarray
+    face_present: np.ndarray
+    contact_present: np.ndarray
+    level_present: np.ndarray
+    meta: dict
+    face_feats: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return int(self.valence.shape[0])
+
+    @property
+    def preprocessing(self) -> Preprocessing:
+        return Preprocessing.from_dict(self.meta["preprocessing"])
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the arrays."""
+        return sum(a.nbytes for a in vars(self).values() if isinstance(a, np.ndarray))
+
+
+_POOL_ARRAYS = ("face_clip", "tfr", "contact", "contact_level", "face_present", "contact_present", "level_present")
+
+
+def synth_pool(bundle, n_windows: int, seed: int = DEFAULT_SYNTH_SEED, trials_per_subject: int = 8,
+               n_subjects: int | None = None, workers: int = 1, progress: bool = False,
+               chunk: int = 32) -> WindowPool:
+    """Synthetic windows for one bundle, streamed: each window is rendered (in ``workers``
+    processes), reduced to what the bundle's inputs need and written into preallocated arrays,
+    so memory grows by about 0.1 MB per window at 64 px instead of 1.6 MB
+    (:func:`synth_windows` keeps every window whole).
+
+    Args:
+        bundle: an :class:`edge.bundle.Bundle`; its manifest's preprocessing renders the windows
+            and its inputs say what is kept (``face_feats`` are computed from the crops by its
+            ``face_encoder`` graph, ``chunk`` windows at a time).
+        n_windows, seed, trials_per_subject, n_subjects, workers, progress: as :func:`synth_windows`.
+        chunk: windows whose crops wait for one face-encoder run.
+
+    Returns:
+        A :class:`WindowPool` with the same windows, labels and meta as :func:`synth_windows`.
+
+    Raises:
+        ConfigError: bad settings, or a bundle with ``face_feats`` but no face encoder.
+        BadInputError: the face encoder fails.
+    """
+    preprocessing = bundle.manifest.preprocessing
+    cfg, trials = _synth_trials(n_windows, seed, trials_per_subject, n_subjects)
+    n = len(trials)
+    shapes = window_shapes(preprocessing)
+    arrays = {k: np.zeros((n,) + shapes[k][0], shapes[k][1]) for k in _POOL_ARRAYS}
+    want_feats = "face_feats" in {s.name for s in bundle.inputs}
+    feats, pending = None, []
+
+    def flush() -> None:
+        nonlocal feats
+        if not pending:
+            return
+        got = _face_feats(bundle, np.stack([c for _, c in pending]), 1024)
+        if feats is None:
+            feats = np.zeros((n,) + got.shape[1:], np.float32)
+        feats[[i for i, _ in pending]] = got
+        pending.clear()
+
+    for i, window in enumerate(_rendered(trials, preprocessing, workers, progress, keep_seq=want_feats)):
+        for k in _POOL_ARRAYS:
+            arrays[k][i] = getattr(window, k)
+        if want_feats:
+            pending.append((i, np.asarray(window.face_seq_crops, np.uint8)))
+            if len(pending) >= chunk:
+                flush()
+    flush()
+    v = np.asarray([t.valence for t in trials], np.float32)
+    a = np.asarray([t.arousal for t in trials], np.float32)
+    return WindowPool(**arrays, valence=v, arousal=a, valence_high=(v > 5.0).astype(np.int64),
+                      arousal_high=(a > 5.0).astype(np.int64),
+                      subject=np.asarray([t.subject for t in trials], np.int64),
+                      trial=np.asarray([t.trial for t in trials], np.int64),
+                      meta=_synth_meta(cfg, preprocessing), face_feats=feats)
 
 
 def _recording_folders(root: Path) -> list[Path]:
@@ -436,8 +558,13 @@ def deap_windows(root, preprocessing: Preprocessing):
     return windows_from_corpus(load_deap(Path(root)), preprocessing)
 
 
-def load_pool(spec: DataSpec, preprocessing: Preprocessing, n_windows: int, workers: int = 1, progress: bool = False):
+def load_pool(spec: DataSpec, preprocessing: Preprocessing, n_windows: int, workers: int = 1, progress: bool = False,
+              bundle=None):
     """The pool of windows a calibration set is drawn from.
+
+    With ``bundle`` (whose preprocessing is ``preprocessing``), synthetic windows are streamed
+    into a :class:`WindowPool` that keeps only what that bundle's inputs need
+    (:func:`synth_pool`); otherwise an :class:`export.data.EmotionWindows`.
 
     Raises:
         ConfigError: the data was preprocessed differently from ``preprocessing``.
@@ -445,9 +572,12 @@ def load_pool(spec: DataSpec, preprocessing: Preprocessing, n_windows: int, work
     """
     if spec.kind == "synth":
         opts = spec.options
-        pool = synth_windows(preprocessing, n_windows, seed=opts.get("seed", DEFAULT_SYNTH_SEED),
-                             trials_per_subject=opts.get("trials", 8), n_subjects=opts.get("subjects"),
-                             workers=workers, progress=progress)
+        kwargs = dict(seed=opts.get("seed", DEFAULT_SYNTH_SEED), trials_per_subject=opts.get("trials", 8),
+                      n_subjects=opts.get("subjects"), workers=workers, progress=progress)
+        if bundle is not None:
+            pool = synth_pool(bundle, n_windows, **kwargs)
+        else:
+            pool = synth_windows(preprocessing, n_windows, **kwargs)
     elif spec.kind == "recordings":
         pool = recording_windows(spec.path, preprocessing)
     elif spec.kind == "deap":
@@ -570,8 +700,7 @@ def model_inputs(windows, bundle, idx=None, batch: int = 1024) -> dict:
     for spec in bundle.inputs:
         name = spec.name
         if name == "face_clip":
-            clip = np.asarray(windows.face_clip[sel])
-            arr = np.ascontiguousarray(clip.transpose(0, 1, 4, 2, 3), dtype=np.float32) / np.float32(255.0)
+            arr = _clip_floats(windows.face_clip, sel)
         elif name == "tfr":
             arr = np.ascontiguousarray(windows.tfr[sel], dtype=np.float32)[:, None]
         elif name in ("contact", "contact_level"):
@@ -579,6 +708,8 @@ def model_inputs(windows, bundle, idx=None, batch: int = 1024) -> dict:
         elif name == "present":
             arr = modality_flags_batch(windows.face_clip[sel], windows.tfr[sel], windows.contact_present[sel],
                                        windows.level_present[sel])
+        elif name == "face_feats" and getattr(windows, "face_feats", None) is not None:
+            arr = np.ascontiguousarray(windows.face_feats[sel], dtype=np.float32)  # a streamed pool's
         elif name == "face_feats":
             arr = _face_feats(bundle, np.asarray(windows.face_seq_crops[sel]), batch)
         else:
@@ -587,6 +718,19 @@ def model_inputs(windows, bundle, idx=None, batch: int = 1024) -> dict:
             raise ConfigError(f"input {name!r}: windows give shape {arr.shape[1:]}, the manifest "
                               f"says {tuple(spec.shape[1:])}")
         out[name] = arr.astype(spec.dtype, copy=False)
+    return out
+
+
+def _clip_floats(face_clip: np.ndarray, sel, chunk: int = 64) -> np.ndarray:
+    # uint8 (N, T, H, W, 3) -> float32 (N, T, 3, H, W) / 255, filled a chunk at a time: the
+    # float array (4x the bytes) is the only full-size copy ever held.
+    idx = np.arange(face_clip.shape[0])[sel]
+    n, t, h, w, c = (idx.size,) + face_clip.shape[1:]
+    out = np.empty((n, t, c, h, w), np.float32)
+    for start in range(0, n, chunk):
+        part = out[start:start + chunk]
+        part[...] = face_clip[idx[start:start + chunk]].transpose(0, 1, 4, 2, 3)
+        part /= np.float32(255.0)
     return out
 
 
@@ -647,7 +791,7 @@ def build_calibration(bundle, data: str = "synth", n_windows: int = DEFAULT_WIND
     spec = parse_data_spec(data)
     preprocessing = bundle.manifest.preprocessing
     if pool is None:
-        pool = load_pool(spec, preprocessing, int(n_windows) + int(n_holdout), workers, progress)
+        pool = load_pool(spec, preprocessing, int(n_windows) + int(n_holdout), workers, progress, bundle=bundle)
     n = len(pool)
     if n < 1 + (2 if n_holdout else 0):
         raise BadInputError(f"{spec}: only {n} windows, too few for calibration and a held-out split")
@@ -675,6 +819,10 @@ def build_calibration(bundle, data: str = "synth", n_windows: int = DEFAULT_WIND
     calib = _as_set(pool, bundle, cal_idx, dict(meta, role="calibration"))
     hold_idx = pick(hold_pool, int(n_holdout)) if hold_pool.size else hold_pool
     parts = sweep_gate_parts(pool.subject[hold_idx], seed)
+    # Sweep windows first, then gate windows: each part is one block, so select_part gives
+    # views, not copies (the held-out floats are the largest arrays calibration holds).
+    by_part = np.argsort(parts, kind="stable")
+    hold_idx, parts = hold_idx[by_part], parts[by_part]
     holdout = _as_set(pool, bundle, hold_idx, dict(meta, role="holdout"), part=parts)
     if len(calib) < int(n_windows):
         log.warning("%s gave %d calibration windows (asked for %d)", spec, len(calib), n_windows)

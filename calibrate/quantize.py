@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import importlib
 import inspect
 import io
 import json
@@ -94,6 +95,48 @@ DEFAULT_NODE_TOLERANCE = 0.02
 DISAGREEMENT_SHARE = 0.5
 SUSPECT_OP_TYPES = ("LayerNormalization", "Softmax")
 _HEAD_RE = re.compile(r"head", re.IGNORECASE)
+
+
+# What a calibration run imports: module, the package pip installs it from, what it is for.
+# Checked all at once before any window is rendered (check_dependencies), so a missing one
+# costs a second, not the minutes of rendering before the quantizer first imports it.
+DEPENDENCIES = (
+    ("onnx", "onnx", "reading and rewriting the graph"),
+    ("onnxruntime", "onnxruntime", "running the FP32 and INT8 graphs"),
+    ("onnxruntime.quantization", "onnxruntime", "ONNX Runtime's INT8 quantizer"),
+    # quant_pre_process runs ONNX Runtime's symbolic shape inference, which is written in sympy;
+    # onnxruntime does not require sympy itself, so emofuse's core requirements do.
+    ("sympy", "sympy", "ONNX Runtime's symbolic shape inference (quant_pre_process)"),
+    ("onnxruntime.quantization.shape_inference", "onnxruntime", "ONNX Runtime's quantization pre-processing"),
+    ("tqdm", "tqdm", "the progress bar"),
+)
+MODELOPT_DEPENDENCY = ("modelopt.onnx.quantization", "nvidia-modelopt[onnx]", "the modelopt quantizer")
+
+
+def check_dependencies(quantizer: str = "ort") -> None:
+    """Import everything a calibration run needs, before any long work starts.
+
+    Args:
+        quantizer: ``"ort"`` or ``"modelopt"`` (which also needs NVIDIA ModelOpt).
+
+    Raises:
+        MissingDependencyError: one line naming every missing module, what it is for, and the
+            ``pip install`` command that provides them.
+    """
+    needed = list(DEPENDENCIES) + ([MODELOPT_DEPENDENCY] if quantizer == "modelopt" else [])
+    missing = []
+    for module, package, purpose in needed:
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            # A module missing only because its parent is missing is named once, by the parent.
+            if not any(module.startswith(m + ".") for m, _, _ in missing):
+                missing.append((module, package, f"{purpose}: {exc}"))
+    if missing:
+        names = "; ".join(f"{m} ({why})" for m, _, why in missing)
+        packages = " ".join(dict.fromkeys(f"'{p}'" if "[" in p else p for _, p, _ in missing))
+        raise MissingDependencyError(f"calibration needs modules that are not installed: {names}. "
+                                     f"Install them with: pip install {packages}")
 
 
 @dataclass(frozen=True)

@@ -20,10 +20,10 @@ from calibrate.calibration import (
     write_calibration,
 )
 from calibrate.quantize import (
-    DEFAULT_MIN_MACS, DEFAULT_MIN_SIDE, DEFAULT_NODE_TOLERANCE, QuantConfig, quantize_bundle,
+    DEFAULT_MIN_MACS, DEFAULT_MIN_SIDE, DEFAULT_NODE_TOLERANCE, QuantConfig, check_dependencies, quantize_bundle,
 )
 from edge.bundle import load_bundle
-from edge.pipeline import default_bundle_dir
+from edge.cli import bundle_folder
 from firmware_bridge.errors import ConfigError, EmofuseError
 
 log = logging.getLogger("emofuse.calibrate")
@@ -117,9 +117,7 @@ def _target_folder(spec: str, out):
         if not out:
             raise ConfigError("the packaged default bundle is part of the installation; calibrate a copy: "
                               "emofuse calibrate default --out DIR")
-        src = default_bundle_dir()
-    else:
-        src = Path(spec)
+    src = bundle_folder(spec)
     if not out:
         return src
     source = load_bundle(src)  # refuse a broken source before copying anything
@@ -147,6 +145,7 @@ def run(args) -> int:
         node_tolerance=DEFAULT_NODE_TOLERANCE if args.node_tolerance is None else args.node_tolerance,
         min_agreement=args.min_agreement, percentile=args.percentile, quantizer=args.quantizer,
     ).validate()
+    check_dependencies(config.quantizer)  # before the copy and the minutes of rendering
     bundle = load_bundle(_target_folder(args.bundle, args.out))
     saved = None if args.rebuild else _reusable(bundle, args.data, args.windows, args.holdout, args.seed)
     if saved is not None:
