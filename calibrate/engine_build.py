@@ -58,6 +58,7 @@ from edge.engine.trt import (
     open_cuda,
     probe_platform,
     read_manifest_json,
+    require_tensorrt,
     stale_reasons,
 )
 from firmware_bridge.errors import (
@@ -65,7 +66,6 @@ from firmware_bridge.errors import (
     ConfigError,
     EmofuseError,
     MissingDependencyError,
-    require,
 )
 
 __all__ = [
@@ -656,7 +656,7 @@ def build_engine(bundle, precision: str, *, role: str = "model",
         BadInputError: unreadable graph or calibration data.
     """
     bundle = load(bundle)
-    trt = require("tensorrt", EXTRA, "building TensorRT engines")
+    trt = require_tensorrt("building TensorRT engines")
     caps = detect_caps(trt)
     platform = probe_platform(device)
     plan = plan_build(bundle, precision, platform, caps, role=role, max_batch=max_batch,

@@ -7,6 +7,7 @@ TensorRT and a CUDA binding (``pip install 'emofuse[jetson]'`` on top of JetPack
 from __future__ import annotations
 
 import json
+import os
 
 from calibrate.engine_build import (
     DEFAULT_CALIB_BATCH,
@@ -14,6 +15,8 @@ from calibrate.engine_build import (
     DEFAULT_WORKSPACE_MB,
     build_engine,
 )
+from edge.cli import bundle_folder
+from firmware_bridge.errors import ConfigError
 
 
 def register(subparsers) -> None:
@@ -25,7 +28,8 @@ def register(subparsers) -> None:
         "batch profile, and record it in manifest.json. A stale engine (other TensorRT, other "
         "GPU, changed graph) is rebuilt, or with --no-rebuild reported as an error.",
     )
-    p.add_argument("bundle", metavar="BUNDLE", help="bundle folder (holds manifest.json)")
+    p.add_argument("bundle", metavar="BUNDLE", help="bundle folder (holds manifest.json), or 'default': the "
+                   "packaged bundle (its engines are written beside it, so it must be writable)")
     p.add_argument("--precision", required=True, choices=["int8", "fp16", "fp32"],
                    help="int8: from the Q/DQ graph of `emofuse calibrate` (or, on TensorRT 10, "
                    "implicit calibration); fp16; fp32")
@@ -64,8 +68,12 @@ def run(args) -> int:
         MissingDependencyError, ConfigError, EngineBuildError, BadInputError: see
             :func:`calibrate.engine_build.build_engine`.
     """
+    folder = bundle_folder(args.bundle)
+    if args.bundle == "default" and not os.access(folder, os.W_OK):
+        raise ConfigError(f"the packaged bundle {folder} is not writable, and engines are written beside it; "
+                          f"copy it (cp -r {folder} my-bundle) and build that: emofuse build my-bundle ...")
     result = build_engine(
-        args.bundle, args.precision, role=args.role, max_batch=args.max_batch,
+        folder, args.precision, role=args.role, max_batch=args.max_batch,
         opt_batch=args.opt_batch, workspace_mb=args.workspace_mb, dla_core=args.dla_core,
         timing_cache=args.timing_cache, calibration=args.calibration, int8_mode=args.int8_mode,
         calib_batch=args.calib_batch, force=args.force,

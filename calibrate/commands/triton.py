@@ -6,6 +6,7 @@ versioned model file for the bundle with :func:`calibrate.triton.write_triton_re
 from __future__ import annotations
 
 from calibrate.triton import KINDS, PLATFORMS, model_config_schema, write_triton_repo
+from edge.cli import bundle_folder
 
 
 def register(subparsers) -> None:
@@ -16,7 +17,8 @@ def register(subparsers) -> None:
         "serving the bundle with ONNX Runtime or a TensorRT plan, with dynamic batching, for "
         "one GPU server behind many cameras.",
     )
-    p.add_argument("bundle", metavar="BUNDLE", help="bundle folder (holds manifest.json)")
+    p.add_argument("bundle", metavar="BUNDLE", help="bundle folder (holds manifest.json), or 'default': "
+                   "the packaged bundle")
     p.add_argument("--out", required=True, metavar="DIR", help="model repository folder")
     p.add_argument("--platform", default="onnxruntime_onnx", choices=sorted(PLATFORMS),
                    help="onnxruntime_onnx (default) or tensorrt_plan (an engine from "
@@ -45,7 +47,7 @@ def run(args) -> int:
         ConfigError, BadInputError: see :func:`calibrate.triton.write_triton_repo`.
     """
     models = write_triton_repo(
-        args.bundle, args.out, args.platform, max_batch=args.max_batch,
+        bundle_folder(args.bundle), args.out, args.platform, max_batch=args.max_batch,
         precision=args.precision, name=args.name, instances=args.instances, kind=args.kind,
         max_queue_delay_us=args.max_queue_delay_us, engine_file=args.engine,
         overwrite=args.force)

@@ -16,10 +16,34 @@ import logging
 import os
 import sys
 from importlib import metadata
+from pathlib import Path
 
 from firmware_bridge.errors import EmofuseError, MissingDependencyError
 
 log = logging.getLogger("emofuse")
+
+
+def bundle_folder(spec) -> Path:
+    """The bundle folder a command's BUNDLE argument names: the one resolver every command
+    that takes a bundle uses, so that each accepts ``default``.
+
+    Args:
+        spec: ``"default"`` (the packaged bundle, :func:`edge.pipeline.default_bundle_dir`) or
+            a folder path (str or Path; not checked here: loading the bundle checks it).
+
+    Returns:
+        The folder as a :class:`pathlib.Path`.
+
+    Raises:
+        ConfigError: ``default`` when the packaged bundle is not installed.
+    """
+    if isinstance(spec, str) and spec == "default":
+        # Imported here, not at the top: edge.pipeline loads the runtime, and the parser that
+        # this module builds must stay light.
+        from edge.pipeline import default_bundle_dir
+
+        return default_bundle_dir()
+    return Path(spec)
 
 
 def _command_modules() -> dict[str, str]:

@@ -15,7 +15,7 @@ import numpy as np
 
 from edge.engine.base import check_precision, graph_file, load
 from edge.engine.cuda import EXTRA, _cuda_class
-from firmware_bridge.errors import BadInputError, ConfigError, require
+from firmware_bridge.errors import BadInputError, ConfigError, MissingDependencyError, require
 
 log = logging.getLogger("emofuse.engine")
 
@@ -47,16 +47,40 @@ class TrtPlatform:
 
 
 def tensorrt_status() -> tuple[bool, str]:
-    """Whether ``import tensorrt`` works here, and why not.
+    """Whether TensorRT's Python bindings work here, and why not.
+
+    ``import tensorrt`` alone proves nothing: with only type stubs installed (the
+    ``tensorrt-stubs`` package) it succeeds as an empty namespace package. The bindings are
+    there when ``tensorrt.Builder`` is.
 
     Returns:
-        (True, "tensorrt <version>") or (False, "tensorrt not importable (<error>)").
+        (True, "tensorrt <version>") or (False, "<why not>").
     """
     try:
         import tensorrt
     except (ImportError, OSError) as exc:  # OSError: the package is there, its libraries not
         return False, f"tensorrt not importable ({exc})"
+    if not hasattr(tensorrt, "Builder"):
+        return False, ("tensorrt not importable as NVIDIA's bindings (it imports without tensorrt.Builder: type "
+                       "stubs or an empty namespace package)")
     return True, f"tensorrt {getattr(tensorrt, '__version__', '?')}"
+
+
+def require_tensorrt(purpose: str):
+    """The ``tensorrt`` module when its bindings are really there (see :func:`tensorrt_status`).
+
+    Args:
+        purpose: what the caller wants it for, for the message.
+
+    Raises:
+        MissingDependencyError: tensorrt does not import, or imports without ``Builder``.
+    """
+    trt = require("tensorrt", EXTRA, purpose)
+    if not hasattr(trt, "Builder"):
+        raise MissingDependencyError(
+            f"{purpose} needs NVIDIA's TensorRT Python bindings, but 'tensorrt' here has no Builder (only type "
+            f"stubs or an empty namespace package): use JetPack's TensorRT with pip install 'emofuse[{EXTRA}]'")
+    return trt
 
 
 def probe_platform(device: int = 0) -> TrtPlatform:
@@ -69,7 +93,7 @@ def probe_platform(device: int = 0) -> TrtPlatform:
         MissingDependencyError: tensorrt, or both pycuda and cuda-python, are missing.
         DeviceError: no CUDA device ``device`` (no driver, no GPU).
     """
-    trt = require("tensorrt", EXTRA, "running TensorRT engines")
+    trt = require_tensorrt("running TensorRT engines")
     cuda = _cuda_class()
     name, cc = cuda.device_info(device)
     return TrtPlatform(str(trt.__version__), name, cc)

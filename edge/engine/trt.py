@@ -44,9 +44,9 @@ from edge.engine.cuda import EXTRA, open_cuda
 from edge.engine.plans import (
     ENGINES_DIR, INT8_MODES, MANIFEST_SECTION, EngineKey, EngineMatch, EngineRecord, TrtPlatform,
     check_profile, engine_key, engine_path, engine_records, find_engine, probe_platform,
-    read_manifest_json, stale_reasons, tensorrt_status,
+    read_manifest_json, require_tensorrt, stale_reasons, tensorrt_status,
 )
-from firmware_bridge.errors import BadInputError, ConfigError, DeviceError, require
+from firmware_bridge.errors import BadInputError, ConfigError, DeviceError
 
 # The plan records and CUDA helpers live in edge.engine.plans and edge.engine.cuda; every name
 # keeps its old path here.
@@ -70,6 +70,7 @@ __all__ = [
     "probe_platform",
     "read_manifest_json",
     "stale_reasons",
+    "require_tensorrt",
     "tensorrt_status",
     "trt_nptype",
 ]
@@ -207,7 +208,7 @@ class TrtEngine(Engine):
                           f"{self.bundle.root / 'manifest.json'}")
 
     def _activate(self) -> None:
-        trt = require("tensorrt", EXTRA, "running TensorRT engines")
+        trt = require_tensorrt("running TensorRT engines")
         self._cuda = open_cuda(self._device)
         try:
             self._open(trt)
