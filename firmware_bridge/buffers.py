@@ -3,7 +3,9 @@
 :class:`RingBuffer` keeps the latest ``capacity`` samples of one stream with their host times.
 :class:`StreamBuffers` keeps one ring per stream, fed with :class:`~firmware_bridge.types.SensorChunk`
 records, and cuts :class:`Window` s on any grid with :func:`~firmware_bridge.resample.resample_to_grid`,
-so that lost chunks and silences show up as invalid samples, never as bridged ones.
+so that lost chunks and silences show up as invalid samples. A caller may ask for holes up to a
+stated length to be bridged (``bridge_s``): they are interpolated and marked in
+:attr:`Window.bridged`, never passed off as measured.
 
 Both are safe for one producer thread (``append`` / ``push``) and one consumer thread
 (``read`` / ``window``): each holds a lock while it touches its arrays, and resampling runs
@@ -179,8 +181,12 @@ class Window:
         t_start_ns: host time of sample 0, ns; sample k is at ``t_start_ns + k / rate_hz``.
         rate_hz: grid rate, Hz.
         samples: float64 (n,) or (n, C); NaN where not valid.
-        valid: bool (n,), False outside the data and inside holes.
+        valid: bool (n,), False outside the data and inside holes (bridged points are valid).
         stream: the stream's name.
+        bridged: bool (n,), True where a point was interpolated across a hole that
+            :meth:`StreamBuffers.window` bridged (``bridge_s``); None when nothing was asked
+            to be bridged.
+        gaps_bridged: number of holes bridged in the window.
     """
 
     t_start_ns: int
@@ -188,6 +194,8 @@ class Window:
     samples: np.ndarray
     valid: np.ndarray
     stream: str
+    bridged: np.ndarray | None = None
+    gaps_bridged: int = 0
 
     @property
     def n(self) -> int:
@@ -203,6 +211,27 @@ class Window:
     def valid_fraction(self) -> float:
         """Share of valid grid points, 0..1 (0 for an empty window)."""
         return float(self.valid.mean()) if self.n else 0.0
+
+    @property
+    def measured_fraction(self) -> float:
+        """Share of grid points that are valid and not bridged, 0..1 (0 for an empty window)."""
+        if not self.n:
+            return 0.0
+        if self.bridged is None:
+            return self.valid_fraction
+        return float((self.valid & ~self.bridged).mean())
+
+    @property
+    def longest_bridged_s(self) -> float:
+        """Longest run of bridged grid points, s (0 when none)."""
+        return _longest_run(self.bridged) / self.rate_hz if self.bridged is not None else 0.0
+
+
+def _longest_run(mask) -> int:
+    """Length of the longest run of True in a bool (n,) array."""
+    m = np.concatenate([[False], np.asarray(mask, bool), [False]])
+    edges = np.flatnonzero(np.diff(m.astype(np.int8)))
+    return int((edges[1::2] - edges[::2]).max()) if edges.size else 0
 
 
 @dataclass
@@ -372,6 +401,7 @@ class StreamBuffers:
         method: str = "linear",
         antialias: bool = False,
         max_gap_s: float | None = None,
+        bridge_s: float = 0.0,
     ) -> Window:
         """A fixed-rate window of a stream ending at ``t_end_ns``.
 
@@ -396,12 +426,18 @@ class StreamBuffers:
                 rate (see ``resample_to_grid``).
             max_gap_s: longest silence interpolated across, s; default
                 ``DEFAULT_MAX_GAP_PERIODS`` (2.5) nominal periods of the stream.
+            bridge_s: also interpolate across holes (lost chunks, silences) whose stored
+                samples either side are at most this far apart, s; their grid points are valid
+                and marked in :attr:`Window.bridged`, and :attr:`Window.gaps_bridged` counts
+                them. 0 (default) bridges nothing beyond ``max_gap_s`` and leaves
+                ``bridged`` None.
 
         Returns:
             A :class:`Window` with float64 samples (n,) or (n, C) and read-only arrays.
 
         Raises:
-            ConfigError: ``seconds`` or ``rate_hz`` not > 0, or ``n`` would be 0.
+            ConfigError: ``seconds`` or ``rate_hz`` not > 0, ``bridge_s`` not >= 0, or ``n``
+                would be 0.
             BadInputError: ``t_end_ns`` not an int.
         """
         if isinstance(rate_hz, bool) or not np.isscalar(rate_hz) or not np.isfinite(rate_hz) or rate_hz <= 0:
@@ -410,25 +446,59 @@ class StreamBuffers:
             raise ConfigError(f"seconds must be > 0, got {seconds!r}")
         if isinstance(t_end_ns, bool) or not isinstance(t_end_ns, (int, np.integer)):
             raise BadInputError(f"t_end_ns must be an int, got {t_end_ns!r}")
+        if isinstance(bridge_s, bool) or not np.isscalar(bridge_s) or not np.isfinite(bridge_s) or bridge_s < 0:
+            raise ConfigError(f"bridge_s must be >= 0, got {bridge_s!r}")
         n = int(round(seconds * rate_hz))
         if n < 1:
             raise ConfigError(f"a {seconds} s window at {rate_hz} Hz has no samples")
         t_start_ns = int(t_end_ns) - int(round(n * 1e9 / rate_hz))
         with self._lock:
             st = self._streams.get(stream)
+        bridged, n_bridged = None, 0
         if st is None:
             y, valid = np.full(n, np.nan), np.zeros(n, dtype=bool)
         else:
             # One extra sample each side, and the box half-width when anti-aliasing, so the
-            # edge grid points have neighbours to interpolate from.
+            # edge grid points have neighbours to interpolate from; with bridging, the longest
+            # bridged hole too, so a hole at the window's edge has its far neighbour.
             margin = int(0.5e9 / rate_hz) if antialias else 0
             t, x, brk = st.ring.read(t_start_ns - margin, int(t_end_ns) + margin, pad=1)
             gap = max_gap_s if max_gap_s is not None else DEFAULT_MAX_GAP_PERIODS / st.fs_hz
+            t, x, brk = _drop_missing(t, x, brk)
             t_rel_s = (t - t_start_ns) / 1e9
-            y, valid = resample_to_grid(
-                t_rel_s, x if st.two_d else x[:, 0], rate_hz, 0.0, n,
-                max_gap_s=gap, method=method, antialias=antialias, breaks=brk,
-            )
+            xs = x if st.two_d else x[:, 0]
+            y, valid = resample_to_grid(t_rel_s, xs, rate_hz, 0.0, n, max_gap_s=gap, method=method,
+                                        antialias=antialias, breaks=brk)
+            if bridge_s > 0:
+                bridged = np.zeros(n, dtype=bool)
+                if t.size >= 2:
+                    # Only the holes at most bridge_s long lose their break; longer ones stay holes.
+                    short = np.concatenate([[False], np.diff(t) <= bridge_s * 1e9])
+                    y2, valid2 = resample_to_grid(t_rel_s, xs, rate_hz, 0.0, n, max_gap_s=max(gap, bridge_s),
+                                                  method=method, antialias=antialias, breaks=brk & ~short)
+                    bridged = valid2 & ~valid
+                    y, valid = y2, valid2
+                    n_bridged = _count_runs(bridged)
+                bridged.setflags(write=False)
         y.setflags(write=False)
         valid.setflags(write=False)
-        return Window(t_start_ns, float(rate_hz), y, valid, stream)
+        return Window(t_start_ns, float(rate_hz), y, valid, stream, bridged, n_bridged)
+
+
+def _drop_missing(t, x, brk):
+    """Drop NaN samples before resampling, a break on a dropped sample moving to the next kept
+    one (as :func:`~firmware_bridge.resample.resample_to_grid` does), so that the hole they leave
+    is measured between the samples either side of it."""
+    keep = ~np.any(np.isnan(x), axis=1)
+    if keep.all():
+        return t, x, brk
+    run = np.cumsum(keep) - keep  # index among kept samples of the next kept one
+    moved = np.zeros(int(keep.sum()) + 1, dtype=bool)
+    np.logical_or.at(moved, run[brk], True)
+    return t[keep], x[keep], moved[:-1]
+
+
+def _count_runs(mask) -> int:
+    """Number of runs of True in a bool (n,) array."""
+    m = np.asarray(mask, bool)
+    return int(np.count_nonzero(m[1:] & ~m[:-1]) + (1 if m.size and m[0] else 0))

@@ -9,9 +9,14 @@ window. Each half says for itself which of its model inputs it could form and wh
 
 Gating (:class:`edge.results.Reason`): the rPPG heart rate is reported when the face was seen
 for ``rppg.hr_min_face_fraction`` of the pulse window (90 % by default) and the spectral SNR
-quality reaches ``min_pulse_quality``; the contact values need ``contact_min_s`` of
-uninterrupted signal ending at the window's end, in the units the record declares; the model
-runs only on full windows of every input it takes (training never saw partial ones).
+quality reaches ``min_pulse_quality``; the contact values need ``contact_min_s`` of signal
+ending at the window's end, in the units the record declares, judged by its longest gap and its
+measured share: holes up to :data:`CONTACT_BRIDGE_MAX_S` (or the record's
+``contact.max_gap_periods`` of a slow stream, whichever is longer) are interpolated across,
+marked and counted (a lost 20 ms packet does not restart the count), a longer hole ends the
+stretch, and at least :data:`CONTACT_MIN_MEASURED_FRACTION` of it must be measured, not
+bridged. The model runs only on full windows of every input it takes (training never saw
+partial ones).
 """
 from __future__ import annotations
 
@@ -47,7 +52,16 @@ from edge.signals.hrv import hrv_time
 from edge.signals.ppg import ppg_peaks
 from edge.spec import Preprocessing
 
-__all__ = ["Engines", "Inference", "InputStatus", "recent_heart_rate", "warm_kernels"]
+__all__ = ["CONTACT_BRIDGE_MAX_S", "CONTACT_MIN_MEASURED_FRACTION", "Engines", "Inference", "InputStatus",
+           "recent_heart_rate", "warm_kernels"]
+
+# Longest hole in a contact stream the reported physiology interpolates across, s: a few lost
+# 20 ms packets of a serial board in a row (issue 13, item 2). Only the reported values
+# (heart rate, HRV, EDA) use it; the model's contact rows keep the record's
+# contact.max_gap_periods and min_valid_fraction.
+CONTACT_BRIDGE_MAX_S = 0.1
+# Share of a reported value's stretch of contact signal that must be measured, not bridged.
+CONTACT_MIN_MEASURED_FRACTION = 0.9
 
 # Beats a contact heart rate needs at least.
 _MIN_CONTACT_BEATS = 5
@@ -367,8 +381,11 @@ class Inference:
         return ci, status
 
     def _latest_run(self, stream: str, t_end_ns: int, seconds: float, rate: float):
-        """The newest uninterrupted stretch of a stream's window, or why there is none."""
-        w = self.store.window(stream, t_end_ns, seconds, rate)
+        """The newest stretch of a stream's window with no hole longer than the bridging limit
+        (the module docstring), or why there is none."""
+        fs = self.store.fs_hz(stream)
+        bridge_s = max(CONTACT_BRIDGE_MAX_S, self.p.contact.max_gap_periods / fs if fs else 0.0)
+        w = self.store.window(stream, t_end_ns, seconds, rate, bridge_s=bridge_s)
         valid = np.asarray(w.valid)
         if valid.ndim != 1 or np.asarray(w.samples).ndim != 1:
             return None, None
@@ -383,6 +400,8 @@ class Inference:
             # A stream that has just begun is warming up; one that had data before the hole
             # has a gap.
             return None, Reason.CONTACT_GAP if valid[:start].any() else Reason.WARMING_UP
+        if w.bridged is not None and 1.0 - float(np.mean(w.bridged[start:last + 1])) < CONTACT_MIN_MEASURED_FRACTION:
+            return None, Reason.CONTACT_GAP
         return np.asarray(w.samples[start:last + 1], dtype=np.float64), None
 
     def _physio(self, t_end_ns: int, reasons: set) -> dict:

@@ -57,7 +57,8 @@ class PipelineOptions:
             is below this are unknown (0..1; 0.5 is an SNR of 0 dB).
         contact_window_s: window of the reported contact HRV and EDA, s (None: the record's
             ``window_s``); the contact heart rate is the mean over its last pulse window.
-        contact_min_s: shortest uninterrupted stretch of contact signal a reported value needs, s.
+        contact_min_s: shortest stretch of contact signal a reported value needs, s (holes up to
+            edge.pipeline.infer.CONTACT_BRIDGE_MAX_S are bridged inside it, not a restart).
         contact_tail_s: a contact stream whose last valid sample is older than this at a
             window's end has a gap, s.
         keep_windows: put each window's model inputs in ``Result.window``.

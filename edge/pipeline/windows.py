@@ -219,6 +219,8 @@ class _StreamStat:
     first_seq: int | None = None
     last_seq: int | None = None
     rejected: int = 0
+    bridged_gaps: int = 0
+    bridged_to_ns: int | None = None
 
 
 class SensorStore:
@@ -316,20 +318,45 @@ class SensorStore:
             firsts = [t for t in self.first_ns.values() if t_end_ns is None or t <= t_end_ns]
         return min(firsts) if firsts else None
 
-    def window(self, stream: str, t_end_ns: int, seconds: float, rate_hz: float, antialias: bool = False):
+    def window(self, stream: str, t_end_ns: int, seconds: float, rate_hz: float, antialias: bool = False,
+               bridge_s: float = 0.0):
         """:meth:`firmware_bridge.buffers.StreamBuffers.window`, bridging silences up to the
-        record's ``contact.max_gap_periods`` of the stream's nominal period."""
+        record's ``contact.max_gap_periods`` of the stream's nominal period, and with
+        ``bridge_s`` > 0 holes (lost chunks included) up to that long, s; the bridged holes
+        are counted once each in the stream's ``bridged_gaps`` (:meth:`snapshot`)."""
         fs = self.buffers.fs_hz(stream)
         max_gap_s = self.p.contact.max_gap_periods / fs if fs else None
-        return self.buffers.window(stream, t_end_ns, seconds, rate_hz, antialias=antialias, max_gap_s=max_gap_s)
+        w = self.buffers.window(stream, t_end_ns, seconds, rate_hz, antialias=antialias, max_gap_s=max_gap_s,
+                                bridge_s=bridge_s)
+        if w.gaps_bridged:
+            self._count_bridged(w)
+        return w
+
+    def _count_bridged(self, w) -> None:
+        # Windows overlap: a hole is counted by its end time, once, when first seen.
+        m = np.concatenate([np.asarray(w.bridged, bool), [False]])
+        ends = np.flatnonzero(m[:-1] & ~m[1:])
+        t_ends = w.t_start_ns + np.round(ends * (1e9 / w.rate_hz)).astype(np.int64)
+        with self._lock:
+            st = self.stats.get(w.stream)
+            if st is None:
+                return
+            new = t_ends if st.bridged_to_ns is None else t_ends[t_ends > st.bridged_to_ns]
+            if new.size:
+                st.bridged_gaps += int(new.size)
+                st.bridged_to_ns = int(new[-1])
 
     def fs_hz(self, stream: str) -> float | None:
         return self.buffers.fs_hz(stream)
 
     def snapshot(self) -> dict:
-        """Per stream: source, chunks, samples, sequence gaps, first / last sequence, rejected."""
+        """Per stream: source, chunks, samples, sequence gaps, first / last sequence, rejected,
+        and ``bridged_gaps`` (holes the reported physiology interpolated across)."""
         with self._lock:
-            return {k: dict(vars(v)) for k, v in sorted(self.stats.items())}
+            out = {k: dict(vars(v)) for k, v in sorted(self.stats.items())}
+        for v in out.values():
+            v.pop("bridged_to_ns", None)
+        return out
 
 
 class SensorSync:

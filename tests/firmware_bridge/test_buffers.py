@@ -270,3 +270,31 @@ def test_one_producer_one_consumer_threads():
         th.join(timeout=30)
     assert not errors, errors[:3]
     assert buf.latest_t_ns("ppg") == all_chunks[-1].t0_ns + int(round(24 * 4e6))
+
+
+def test_bridging_interpolates_short_holes_marks_and_counts_them_and_leaves_long_ones():
+    """Issue 13 item 2: a lost 20 ms chunk is interpolated across when asked (bridge_s), marked
+    in ``bridged`` and counted; a hole longer than bridge_s stays invalid; without bridge_s
+    nothing changes."""
+    fs, size = 250.0, 5  # 20 ms chunks, as the serial board sends
+    buf = StreamBuffers(seconds=30.0)
+    lost = {100, 300, 301, 302, 303, 304, 305, 306, 307, 308, 309}  # 20 ms at 2.0 s; 200 ms at 6.0 s
+    for ch in chunks(fs_hz=fs, size=size, seconds=10.0, skip=lost):
+        buf.push(ch)
+    end = T0_NS + 8 * 10**9
+    plain = buf.window("ppg", end, seconds=8.0, rate_hz=fs)
+    assert plain.bridged is None and plain.gaps_bridged == 0 and not plain.valid.all()
+    w = buf.window("ppg", end, seconds=8.0, rate_hz=fs, bridge_s=0.1)
+    tg_s = (w.t_ns - T0_NS) / 1e9
+    short = (tg_s > 1.996 + 1e-6) & (tg_s < 2.02 - 1e-6)
+    long_ = (tg_s > 5.996 + 1e-6) & (tg_s < 6.2 - 1e-6)
+    assert short.sum() == 5 and not plain.valid[short].any()
+    np.testing.assert_array_equal(w.bridged, short)
+    np.testing.assert_array_equal(w.valid, ~long_)
+    assert w.gaps_bridged == 1 and w.longest_bridged_s == pytest.approx(5 / fs)
+    # Interpolated, not measured: within the tone's curvature over 24 ms, and finite.
+    np.testing.assert_allclose(w.samples[short], tone(w.t_ns[short]), atol=0.05)
+    np.testing.assert_array_equal(w.valid & ~short, plain.valid)
+    assert w.measured_fraction == pytest.approx(plain.valid_fraction)
+    with pytest.raises(ConfigError):
+        buf.window("ppg", end, seconds=8.0, rate_hz=fs, bridge_s=-1.0)
