@@ -1,8 +1,8 @@
 """``emofuse simulate --pty``: a simulated sensor board on a pseudo-terminal.
 
-Starts :class:`firmware_bridge.simdevice.SimulatedSensorBoard`, prints the stable port path a
-host opens (``SerialSensorSource(path)``, or any program that reads the emofuse wire
-protocol from a serial port), then streams until Ctrl-C (exit 0) or ``--duration-s`` ends.
+Starts :class:`firmware_bridge.simdevice.SimulatedSensorBoard`, prints the stable port path and
+the ``emofuse run --sensor serial://PATH`` command that reads it (any program that reads the
+emofuse wire protocol from a serial port can open it too), then streams until Ctrl-C (exit 0) or ``--duration-s`` ends.
 The recording loops. Line faults (bit flips, dropped bytes, garbage, pauses, unplugs) are
 injected deterministically from ``--seed``; a summary of what was sent and injected is
 printed at the end, to compare with the host's counters.
@@ -10,6 +10,7 @@ printed at the end, to compare with the host's counters.
 from __future__ import annotations
 
 import argparse
+import shlex
 import time
 
 from firmware_bridge.errors import ConfigError, DeviceError
@@ -83,7 +84,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         described = ", ".join(f"{name} {s.fs_hz:g} Hz {s.units}" for name, s in board.streams.items())
         print(f"emofuse simulate: board on {board.path} (now {board.pty_path}): {described}")
-        print(f"open it with: SerialSensorSource({board.path!r}); Ctrl-C stops", flush=True)
+        print(f"read it with: {run_command(board.path)}", flush=True)
+        print("(or any program that reads the emofuse wire protocol from that port); Ctrl-C stops", flush=True)
         next_status = t_start + args.status_every_s if args.status_every_s > 0 else float("inf")
         while True:
             now = time.monotonic()
@@ -100,6 +102,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"emofuse simulate: stopped after {time.monotonic() - t_start:.1f} s: "
               f"{_status(board, with_plug=False)}", flush=True)
     return 0
+
+
+def run_command(port) -> str:
+    """The ``emofuse run`` command line that reads the board on ``port`` (with the simulated
+    camera, so that it runs anywhere), shell-quoted."""
+    return "emofuse run --camera sim:// --sensor " + shlex.quote(f"serial://{port}")
 
 
 def _status(board, with_plug: bool = True) -> str:

@@ -360,6 +360,36 @@ def test_simulate_command_serves_a_board_a_host_can_read(tmp_path, capsys):
     assert not os.path.lexists(link)
 
 
+def test_simulate_command_prints_the_run_command_that_reads_the_port(tmp_path, capsys):
+    # The printed line is an `emofuse run --sensor serial://PORT` command (not a Python call),
+    # and the URI in it opens the board through the sensor registry and reads samples.
+    pytest.importorskip("serial", reason="pyserial (extra 'sensors') is needed for the serial transport")
+    import shlex
+
+    from firmware_bridge.sensors import open_sensor
+
+    link = tmp_path / "tty SIM"  # a space: the printed command must quote the path
+    args = _parser().parse_args(["simulate", "--pty", "--link", str(link), "--duration-s", "3",
+                                 "--speed", "10", "--status-every-s", "0"])
+    thread = threading.Thread(target=lambda: args.func(args))
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10.0
+        while not link.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.1)  # the banner is printed right after the link appears
+        line = next(x for x in capsys.readouterr().out.splitlines() if "emofuse run" in x)
+        argv = shlex.split(line.split(":", 1)[1])
+        assert argv[:2] == ["emofuse", "run"] and "SerialSensorSource" not in line
+        sensor = argv[argv.index("--sensor") + 1]
+        assert sensor == f"serial://{link}"
+        with open_sensor(sensor) as source:
+            chunk = source.read(timeout_s=5.0)
+        assert chunk is not None and chunk.fs_hz > 0
+    finally:
+        thread.join(timeout=15.0)
+
+
 @pytest.mark.parametrize("argv, match", [
     (["--source", "camera:0"], "unknown source"),
     (["--duration-s", "0"], "duration"),
