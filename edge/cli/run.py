@@ -65,7 +65,8 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hop-s", type=float, metavar="S", help="seconds between results (default 1)")
     p.add_argument("--out", metavar="FILE", help="write JSON lines here ('-' for stdout)")
     p.add_argument("--csv", metavar="FILE", help="write a CSV table here")
-    p.add_argument("--video", metavar="FILE", help="write the annotated video here (.avi)")
+    p.add_argument("--video", metavar="FILE", help="write the annotated video here (.mp4: compact MPEG-4; .avi: MJPEG, "
+                   "plays up to the last frame after a crash)")
     p.add_argument("--report", metavar="FILE", help="write the session report here (.png) at the end")
     p.add_argument("--lsl", action="store_true", default=None, help="publish results on a Lab Streaming Layer outlet")
     p.add_argument("--print", choices=PRINT_CHOICES,
@@ -394,7 +395,7 @@ def _demo(cfg: dict) -> int:
         raise ConfigError("the demo needs a model bundle; pass --bundle DIR or keep the default")
     out_dir = Path(cfg["out_dir"])
     out_dir.mkdir(parents=True, exist_ok=True)
-    for key, name in (("out", "results.jsonl"), ("video", "demo.avi"), ("report", "report.png")):
+    for key, name in (("out", "results.jsonl"), ("video", "demo.mp4"), ("report", "report.png")):
         if not cfg[key]:
             cfg[key] = str(out_dir / name)
     fps = float(bundle.preprocessing.fps)

@@ -100,14 +100,16 @@ _PANEL = (30, 30, 30)
 
 
 class AnnotatedVideoWriter(Writer):
-    """The camera video with the results drawn on it (OpenCV, intra-frame MJPEG in an .avi).
+    """The camera video with the results drawn on it (OpenCV: MPEG-4 ``mp4v`` in an .mp4, or
+    intra-frame MJPEG in any other file, e.g. an .avi).
 
     Each frame shows the face box (green when the result is ``ok``, amber when ``unknown``),
     the last ``trace_s`` seconds of the rPPG pulse as a trace, the rPPG and contact heart
     rates (or ``--`` and the reason), and valence / arousal as two bars of P(high). The
     overlay shows the newest result, so a frame is annotated with what was known when it
-    was delivered. MJPEG needs no FFmpeg and every frame is a key frame, so a file cut short
-    by a crash still plays up to its last frame.
+    was delivered. An .mp4 is small (FFmpeg's MPEG-4 in OpenCV's wheels); MJPEG needs no
+    FFmpeg and every frame is a key frame, so a file cut short by a crash still plays up to its
+    last frame.
 
     Two ways to feed it: ``write(result, frames)`` with the frames of each hop, or
     ``Pipeline(..., on_frame=writer.on_frame)``, which hands it every frame with its box and
@@ -115,9 +117,9 @@ class AnnotatedVideoWriter(Writer):
     Calls are serialised by a lock, so both may come from different threads.
 
     Args:
-        path: the .avi file to write.
+        path: the file to write: ``.mp4`` for MPEG-4, anything else (``.avi``) for MJPEG.
         fps: frame rate written into the file, Hz.
-        quality: JPEG quality, 1-100.
+        quality: JPEG quality, 1-100 (MJPEG only).
         trace_s: length of the pulse trace, s.
         frame_size: (width, height) px of the output; None takes the first frame's size.
             Frames of another size are resized.
@@ -229,12 +231,21 @@ class AnnotatedVideoWriter(Writer):
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise DeviceError(f"cannot create {self.path.parent}: {exc.strerror or exc}") from exc
-        fourcc = cv2.VideoWriter_fourcc(*"MJPG")
-        # OpenCV's own MJPEG muxer: present in every build, no FFmpeg needed.
-        vw = cv2.VideoWriter(str(self.path), cv2.CAP_OPENCV_MJPEG, fourcc, self.fps, self.frame_size,
-                             [cv2.VIDEOWRITER_PROP_QUALITY, self.quality])
-        if not vw.isOpened():
-            raise DeviceError(f"OpenCV cannot write an MJPEG video to {self.path}")
+        if self.path.suffix.lower() == ".mp4":
+            # MPEG-4 Part 2 through the FFmpeg that OpenCV's wheels bundle (H.264 is not in them):
+            # about a tenth of MJPEG's size for the demo, but a file cut short by a crash may
+            # not play. OpenCV sets its bitrate from the frame size and rate.
+            vw = cv2.VideoWriter(str(self.path), cv2.CAP_FFMPEG, cv2.VideoWriter_fourcc(*"mp4v"), self.fps,
+                                 self.frame_size)
+            if not vw.isOpened():
+                raise DeviceError(f"this OpenCV cannot write MPEG-4 (mp4v) to {self.path} (no FFmpeg?); "
+                                  "write an .avi instead (MJPEG, needs no FFmpeg)")
+        else:
+            # OpenCV's own MJPEG muxer: present in every build, no FFmpeg needed.
+            vw = cv2.VideoWriter(str(self.path), cv2.CAP_OPENCV_MJPEG, cv2.VideoWriter_fourcc(*"MJPG"), self.fps,
+                                 self.frame_size, [cv2.VIDEOWRITER_PROP_QUALITY, self.quality])
+            if not vw.isOpened():
+                raise DeviceError(f"OpenCV cannot write an MJPEG video to {self.path}")
         self._vw = vw
 
     def close(self) -> None:

@@ -167,9 +167,12 @@ def test_demo_streams_and_writes_video_and_report(bundle, tmp_path, monkeypatch,
     assert (tmp_path / "demo" / "report.png").stat().st_size > 10_000
     import cv2
 
-    cap = cv2.VideoCapture(str(tmp_path / "demo" / "demo.avi"))
-    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) >= 100
+    assert not (tmp_path / "demo" / "demo.avi").exists()
+    cap = cv2.VideoCapture(str(tmp_path / "demo" / "demo.mp4"))  # compact MPEG-4, and it opens again
+    assert cap.isOpened() and int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) >= 100
+    ok, frame = cap.read()
     cap.release()
+    assert ok and frame.shape == (240, 320, 3)
 
 
 def test_the_default_bundle_location_is_reported_when_missing(monkeypatch, tmp_path, capsys):

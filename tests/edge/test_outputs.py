@@ -291,6 +291,34 @@ def test_video_has_every_frame_and_draws_the_overlay(tmp_path):
     assert strip.max() > 150 and np.median(strip) < 60
 
 
+def test_mp4_video_is_compact_and_opens_again(tmp_path):
+    # The same annotated frames as MPEG-4 (.mp4) and MJPEG (.avi): the .mp4 reads back frame by
+    # frame, looks like the .avi, and is several times smaller.
+    cv2 = pytest.importorskip("cv2")
+    results = make_results(8)
+    frames = _frames(30)
+    sizes, decoded = {}, {}
+    for ext in ("mp4", "avi"):
+        path = tmp_path / f"v.{ext}"
+        with AnnotatedVideoWriter(path, fps=FS) as w:
+            for r in results:
+                w.write(r, frames)
+        sizes[ext] = path.stat().st_size
+        cap = cv2.VideoCapture(str(path))
+        got = []
+        while True:
+            ok, img = cap.read()
+            if not ok:
+                break
+            got.append(img)
+        cap.release()
+        decoded[ext] = got
+    assert len(decoded["mp4"]) == len(decoded["avi"]) == 8 * 30
+    assert sizes["mp4"] * 3 < sizes["avi"], sizes
+    diff = np.abs(decoded["mp4"][-1].astype(int) - decoded["avi"][-1].astype(int))
+    assert np.mean(diff) < 12
+
+
 def test_video_rejects_bad_frames_and_box_counts(tmp_path):
     w = AnnotatedVideoWriter(tmp_path / "v.avi")
     with pytest.raises(BadInputError, match="uint8"):
