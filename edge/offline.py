@@ -106,8 +106,10 @@ def video_rgb_trace(
         absolute start time (a timestamps CSV), else seconds from the first frame.
 
     Raises:
-        BadInputError: file missing, not a decodable video, bad timestamps CSV, or no face
-            found in any frame.
+        BadInputError: file missing, not a decodable video, bad timestamps CSV (damaged rows
+            are skipped by :func:`firmware_bridge.cameras.files.read_frame_times`), frame
+            times that repeat, no face found in any frame, or a face but no skin colour (a
+            grayscale video: rPPG needs colour).
         ConfigError: detect_every < 1, or a live camera URI (a trace needs a finite source).
     """
     if int(detect_every) < 1:
@@ -122,6 +124,7 @@ def video_rgb_trace(
     rgb, boxes, n_skin, t_ns = [], [], [], []
     box = target = None
     missed = 0
+    n_faced = n_gray = 0
     with open_camera(str(path), **options) as cam:
         if cam.live:
             raise ConfigError(f"{path} is a live camera; a heart-rate trace needs a file or sim://")
@@ -145,7 +148,10 @@ def video_rgb_trace(
                     missed += 1
                     if missed >= MAX_MISSED_DETECTIONS:
                         box = target = None
+            if _is_gray(image):
+                n_gray += 1
             if box is not None:
+                n_faced += 1
                 box += BOX_EASE * (target - box)
                 stats = face_stats(image, box)
                 rgb.append(stats.rgb)
@@ -169,10 +175,21 @@ def video_rgb_trace(
         t_s = t_s + t0_unix_s
     rgb_a = np.asarray(rgb, dtype=np.float64)
     if not np.any(np.isfinite(rgb_a[:, 0])):
-        raise BadInputError(f"no face found in any of the {len(t_ns)} frames of {path}")
+        if n_faced == 0:
+            raise BadInputError(f"no face found in any of the {len(t_ns)} frames of {path}")
+        if 2 * n_gray >= len(t_ns):
+            raise BadInputError(f"{path} is grayscale: a face was found in {n_faced} of {len(t_ns)} frames, "
+                                f"but rPPG measures colour changes of the skin and needs a colour video")
+        raise BadInputError(f"a face was found in {n_faced} of {len(t_ns)} frames of {path}, but no pixel in it "
+                            f"passed the skin-colour rule (edge.signals.roi)")
     if len(t_ns) < 2:
         raise BadInputError(f"{path} has a single frame; a heart rate needs a clip")
-    fps = 1.0 / float(np.median(np.diff(t_s)))
+    step_s = float(np.median(np.diff(t_s)))
+    if not (np.isfinite(step_s) and step_s > 0):
+        # The timestamp readers drop repeated times; a source without them could still repeat.
+        raise BadInputError(f"{path}: the median frame interval is {step_s!r} s (frame times repeat); "
+                            f"not a usable clock")
+    fps = 1.0 / step_s
     return RgbTrace(
         t_s=t_s,
         rgb=rgb_a,
@@ -181,6 +198,15 @@ def video_rgb_trace(
         fps=float(fps),
         source=str(path),
     )
+
+
+def _is_gray(image) -> bool:
+    """True for a frame without colour: one channel, or B, G and R equal (checked on every 8th
+    pixel each way, after lossy codecs within 2 levels)."""
+    if image.ndim == 2 or image.shape[-1] == 1:
+        return True
+    sub = image[::8, ::8].astype(np.int16)
+    return bool(np.abs(sub[..., 0] - sub[..., 1]).max() <= 2 and np.abs(sub[..., 1] - sub[..., 2]).max() <= 2)
 
 
 def resample_uniform(

@@ -100,3 +100,58 @@ def test_bad_timestamps_csv(tmp_path):
     bad = tmp_path / "stamps.csv"
     bad.write_text("frame,timestamp\n0,5.0\n1,4.0\n")
     _assert_one_line_error(*_emofuse("hr", str(video), "--timestamps", str(bad)), "backwards")
+
+
+def _synthetic_clip(path, seconds=3.0, gray=False):
+    """A synthetic face (firmware_bridge.sim) written as MJPG, in colour or grayscale."""
+    from firmware_bridge.sim import synth_session
+
+    s = synth_session(duration_s=seconds, seed=3, frame_size=(160, 120), face_scale=0.55)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 30.0, (160, 120), isColor=not gray)
+    for i in range(len(s)):
+        frame = s.frame(i)
+        writer.write(cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY) if gray else frame)
+    writer.release()
+    return path
+
+
+def test_grayscale_video_is_named_as_such_not_as_faceless(tmp_path):
+    """Issue 13 item 4: the face is found in a grayscale video (as replay's tracker finds it),
+    but rPPG needs colour: one line that says so, not 'no face found'."""
+    from edge.face import HaarFaceDetector
+
+    path = _synthetic_clip(tmp_path / "gray.avi", gray=True)
+    cap = cv2.VideoCapture(str(path))
+    ok, first = cap.read()
+    cap.release()
+    assert ok and HaarFaceDetector().detect(first)  # there is a face to find
+    code, out, err = _emofuse("hr", str(path))
+    _assert_one_line_error(code, out, err, "grayscale")
+    assert "no face found" not in err
+
+
+@pytest.mark.realdata
+def test_inf_and_huge_frame_times_cost_their_rows_only(tmp_path):
+    """Issue 13 item 4: 'inf' and '1e30' in frames_timestamp.csv skip those frames (a warning),
+    not an OverflowError; the heart rate is that of the clean clip."""
+    video = shared_path(f"{CLIP}/video_ZIP_H264.avi")
+    rows = shared_path(f"{CLIP}/frames_timestamp.csv").read_text().splitlines()
+    rows[101] = rows[101].split(",")[0] + ",inf"
+    rows[301] = rows[301].split(",")[0] + ",1e30"
+    bad = tmp_path / "stamps.csv"
+    bad.write_text("\n".join(rows) + "\n")
+    code, out, err = _emofuse("hr", str(video), "--timestamps", str(bad), "--json", "--detect-every", "30")
+    assert code == 0, err
+    assert "Traceback" not in err and "2 damaged rows skipped" in err
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary["n_windows"] == 11 and abs(summary["hr_bpm_median"] - BVP_HR_BPM) < 3.0
+
+
+def test_repeated_frame_times_are_one_line(tmp_path):
+    """Issue 13 item 4: frame times that repeat (each twice) are not a clock: one line, exit 2,
+    not a ZeroDivisionError from the median frame interval."""
+    path = _synthetic_clip(tmp_path / "clip.avi", seconds=2.0)
+    n = int(cv2.VideoCapture(str(path)).get(cv2.CAP_PROP_FRAME_COUNT))
+    stamps = tmp_path / "stamps.csv"
+    stamps.write_text("frame,timestamp\n" + "".join(f"{i},{1000.0 + (i // 2) / 15.0:.6f}\n" for i in range(n)))
+    _assert_one_line_error(*_emofuse("hr", str(path), "--timestamps", str(stamps)), "repeat")
