@@ -11,9 +11,13 @@ rates, crop size, TFR parameters): the runtime, calibration and training all rea
 format is specified in ``docs/BUNDLE.md``; this module is the reference reader. Loading checks
 what would otherwise fail late or silently: malformed JSON, an unknown ``schema_version``,
 missing or ill-typed fields, files that are missing or whose SHA-256 differs from the one
-recorded at export, and a parity record that did not pass. Optionally (``check_graphs``) it
-opens each graph with ONNX Runtime and checks that its input and output names, ranks and
-dtypes are the ones the manifest declares.
+recorded at export, a parity record that did not pass, a manifest larger than
+:data:`MAX_MANIFEST_BYTES` (never read whole) or nested deeper than :data:`MAX_JSON_DEPTH`,
+and tensor or window sizes whose buffers would exceed :data:`MAX_TENSOR_BYTES` /
+:data:`MAX_WINDOW_BYTES` (refused before anything is allocated). By default
+(``check_graphs``) it also reads each graph's declared inputs and outputs with ``onnx``
+(no session, no kernels) and checks their names, ranks, fixed dims and dtypes against the
+manifest.
 
 Every error is one line that names the offending file: ``BadInputError`` for unreadable or
 corrupt data (missing file, wrong hash, malformed JSON), ``ConfigError`` for a manifest field
@@ -29,6 +33,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from edge.spec import Preprocessing
 from firmware_bridge.errors import BadInputError, ConfigError
 
@@ -39,7 +45,20 @@ DTYPES = ("float32", "float16", "float64", "uint8", "int32", "int64", "bool")
 # Roles a reader knows how to use; others are carried along (a newer exporter may add some).
 KNOWN_ROLES = ("model", "face_encoder")
 
+# A manifest is a few hundred KiB at most (the default bundle's, with its training record, is
+# ~140 KiB); more is not a manifest, and is refused without reading it whole.
+MAX_MANIFEST_BYTES = 16 << 20
+# JSON nesting deeper than this is refused before decoding (Python's decoder recurses).
+MAX_JSON_DEPTH = 64
+# Largest single input or output tensor per batch item, bytes, and largest per-window buffer the
+# preprocessing would make (face crops of a window's sequence and clip, contact rows), bytes.
+MAX_TENSOR_BYTES = 256 << 20
+MAX_WINDOW_BYTES = 2 << 30
+
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+_ITEMSIZE = {"float32": 4, "float16": 2, "float64": 8, "uint8": 1, "int32": 4, "int64": 8, "bool": 1}
+_ONNX_DTYPES = {1: "float32", 10: "float16", 11: "float64", 2: "uint8", 6: "int32", 7: "int64", 9: "bool"}
+_JSON_STRING_RE = re.compile(rb'"(?:[^"\\]|\\.)*"', re.S)
 _ORT_DTYPES = {
     "tensor(float)": "float32",
     "tensor(float16)": "float16",
@@ -317,6 +336,10 @@ def _parse_specs(items, where: str, source: str) -> tuple:
         if dtype not in DTYPES:
             raise ConfigError(f"{source}: {where} '{name}' dtype {dtype!r} is not one of "
                               f"{DTYPES}")
+        size = math.prod(shape[1:]) * _ITEMSIZE[dtype]
+        if size > MAX_TENSOR_BYTES:
+            raise ConfigError(f"{source}: {where} '{name}' shape {shape} is {size / 2**30:.3g} GiB per batch item "
+                              f"(more than {MAX_TENSOR_BYTES >> 20} MiB); refused before allocating it")
         meaning = f.get("meaning", str, "a string")
         if not meaning.strip():
             raise ConfigError(f"{source}: {where} '{name}' has an empty meaning")
@@ -382,6 +405,7 @@ def parse_manifest(data, source: str = MANIFEST_NAME) -> Manifest:
     except ConfigError as exc:
         raise ConfigError(f"{source}: {exc}") from None
     _check_input_shapes(inputs, preprocessing, source)
+    _check_window_bytes(preprocessing, source)
     labels = top.get("labels", dict, "a JSON object")
     for head, names in labels.items():
         if not (isinstance(names, list) and names and all(isinstance(n, str) for n in names)):
@@ -463,79 +487,135 @@ def _check_input_shapes(inputs: tuple, p: Preprocessing, source: str) -> None:
                               f"preprocessing makes {list(want)}")
 
 
+def _check_window_bytes(p: Preprocessing, source: str) -> None:
+    # What the runtime allocates per window from the record alone (the face crops of a window's
+    # sequence and clip, the contact rows): absurd sizes are refused here, not by a failed
+    # allocation at the first window.
+    crop = p.face.crop_size * p.face.crop_size * 3
+    need = {"face.seq_frames x crop": p.face.seq_frames * crop, "face.clip_frames x crop": p.face.clip_frames * crop,
+            "contact rows": len(p.contact.signals) * p.contact.n_samples * 8}
+    for what, size in need.items():
+        if size > MAX_WINDOW_BYTES:
+            raise ConfigError(f"{source}: preprocessing {what} makes {size / 2**30:.3g} GiB per window (more than "
+                              f"{MAX_WINDOW_BYTES >> 30} GiB); refused before allocating it")
+
+
+def json_depth(raw: bytes) -> int:
+    """Deepest nesting of ``[`` / ``{`` in JSON text (brackets inside strings do not count),
+    found without decoding it (linear time, no recursion).
+
+    Args:
+        raw: the UTF-8 JSON bytes.
+
+    Returns:
+        The depth, 0 for a scalar document.
+    """
+    skeleton = _JSON_STRING_RE.sub(b"", raw)
+    codes = np.frombuffer(skeleton, dtype=np.uint8)
+    step = np.isin(codes, (0x5B, 0x7B)).astype(np.int64) - np.isin(codes, (0x5D, 0x7D)).astype(np.int64)
+    return int(np.cumsum(step).max()) if step.size else 0
+
+
 def read_manifest(path) -> Manifest:
     """Read and validate one ``manifest.json``.
+
+    At most :data:`MAX_MANIFEST_BYTES` + 1 bytes are read; a longer file, or JSON nested deeper
+    than :data:`MAX_JSON_DEPTH`, is refused before it is decoded.
 
     Args:
         path: the manifest file.
 
     Raises:
-        BadInputError: missing, unreadable, not UTF-8 or malformed JSON.
+        BadInputError: missing, unreadable, too large, not UTF-8, nested too deeply or
+            malformed JSON.
         ConfigError: as :func:`parse_manifest`.
     """
     path = Path(path)
     if not path.is_file():
         raise BadInputError(f"{path}: missing (not a bundle: no {MANIFEST_NAME})")
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise BadInputError(f"{path}: cannot read ({exc})") from exc
+        with path.open("rb") as fh:
+            raw = fh.read(MAX_MANIFEST_BYTES + 1)
+    except OSError as exc:
+        raise BadInputError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+    if len(raw) > MAX_MANIFEST_BYTES:
+        raise BadInputError(f"{path}: larger than {MAX_MANIFEST_BYTES >> 20} MiB; not a manifest")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadInputError(f"{path}: cannot read (not UTF-8: {exc.reason} at byte {exc.start})") from exc
+    depth = json_depth(raw)
+    if depth > MAX_JSON_DEPTH:
+        raise BadInputError(f"{path}: JSON nested {depth} deep (more than {MAX_JSON_DEPTH}); not a manifest")
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise BadInputError(f"{path}: malformed JSON at line {exc.lineno} column {exc.colno}: "
                             f"{exc.msg}") from exc
+    except RecursionError:  # the depth check should have caught it; never a traceback
+        raise BadInputError(f"{path}: JSON nested too deeply; not a manifest") from None
     return parse_manifest(data, source=str(path))
 
 
-def _check_graph_io(path: Path, inputs: tuple, outputs: tuple) -> None:
-    # onnxruntime is a core dependency (imported here only to keep `import edge.bundle` light).
-    import onnxruntime as ort
+def _graph_io(path: Path):
+    """The declared (input, output) value infos of an ONNX file, initializers left out."""
+    # onnx is a core dependency, imported here to keep `import edge.bundle` light. Parsing the
+    # protobuf reads the declarations without making a session (no kernels, no optimisation).
+    import onnx
 
     try:
-        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    except Exception as exc:  # ORT raises its own non-exception-hierarchy errors
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # noqa: BLE001 - protobuf raises its own DecodeError and others
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise BadInputError(f"{path}: ONNX Runtime cannot load it ({msg})") from exc
-    for kind, specs, actual in (("input", inputs, sess.get_inputs()),
-                                ("output", outputs, sess.get_outputs())):
+        raise BadInputError(f"{path}: not an ONNX graph ({msg})") from None
+    g = model.graph
+    inits = {i.name for i in g.initializer}
+    return [v for v in g.input if v.name not in inits], list(g.output)
+
+
+def _check_graph_io(path: Path, inputs: tuple, outputs: tuple) -> None:
+    ins, outs = _graph_io(path)
+    for kind, specs, actual in (("input", inputs, ins), ("output", outputs, outs)):
         got = [a.name for a in actual]
         want = [s.name for s in specs]
         if got != want:
             raise ConfigError(f"{path}: graph {kind}s {got} differ from the manifest's {want}")
         for spec, arg in zip(specs, actual):
-            dtype = _ORT_DTYPES.get(arg.type, arg.type)
+            t = arg.type.tensor_type
+            dtype = _ONNX_DTYPES.get(t.elem_type, f"onnx type {t.elem_type}")
             if dtype != spec.dtype:
                 raise ConfigError(f"{path}: {kind} '{spec.name}' is {dtype} in the graph, "
                                   f"{spec.dtype} in the manifest")
-            if len(arg.shape) != len(spec.shape):
-                raise ConfigError(f"{path}: {kind} '{spec.name}' has rank {len(arg.shape)} in "
+            dims = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in t.shape.dim]
+            if len(dims) != len(spec.shape):
+                raise ConfigError(f"{path}: {kind} '{spec.name}' has rank {len(dims)} in "
                                   f"the graph, {len(spec.shape)} in the manifest")
-            if isinstance(arg.shape[0], int):
+            if isinstance(dims[0], int):
                 raise ConfigError(f"{path}: {kind} '{spec.name}' has a fixed batch dim "
-                                  f"{arg.shape[0]}; bundles need a dynamic one")
-            for g, m in zip(arg.shape[1:], spec.shape[1:]):
+                                  f"{dims[0]}; bundles need a dynamic one")
+            for g, m in zip(dims[1:], spec.shape[1:]):
                 if isinstance(g, int) and g != m:
-                    raise ConfigError(f"{path}: {kind} '{spec.name}' shape {arg.shape} differs "
+                    raise ConfigError(f"{path}: {kind} '{spec.name}' shape {dims} differs "
                                       f"from the manifest's {list(spec.shape)}")
 
 
-def load_bundle(path, *, verify_hashes: bool = True, check_graphs: bool = False) -> Bundle:
+def load_bundle(path, *, verify_hashes: bool = True, check_graphs: bool = True) -> Bundle:
     """Open a bundle folder and validate it.
 
     Args:
         path: the bundle folder (holding ``manifest.json``).
         verify_hashes: recompute every listed file's SHA-256 and compare (default; cheap for
             the small graphs emofuse exports).
-        check_graphs: also open each graph with ONNX Runtime (CPU) and check its input and
-            output names, dtypes, ranks and the dynamic batch dim against the manifest.
+        check_graphs: also read each graph's declared inputs and outputs (``onnx``, no
+            session) and check their names, dtypes, ranks, fixed dims and the dynamic batch
+            dim against the manifest (default; a few ms, see docs/BUNDLE.md).
 
     Returns:
         The :class:`Bundle`.
 
     Raises:
         BadInputError: the folder or a listed file is missing, a hash differs, the manifest is
-            unreadable or malformed JSON, or ONNX Runtime cannot load a graph.
+            unreadable, too large, too deeply nested or malformed JSON, or a graph is not ONNX.
         ConfigError: unknown schema version or an invalid field (see :func:`parse_manifest`),
             or a graph's tensors differ from the manifest's.
     """
