@@ -69,6 +69,7 @@ setup(
             "hr = edge.cli.hr",
             "run = edge.cli.run",
             "faces = edge.cli.faces",
+            "warmup = edge.cli.warmup",
             "bench = bench.command",
             "devices = firmware_bridge.commands.devices",
             "simulate = firmware_bridge.commands.simulate",

@@ -9,6 +9,10 @@ from firmware_bridge.errors import (  # noqa: F401
     MissingDependencyError,
     SourceEndedError,
 )
+from edge.numba_cache import apply_environment as _apply_numba_cache
+
+# Before any kernel module imports numba: EMOFUSE_NUMBA_CACHE -> NUMBA_CACHE_DIR (edge.numba_cache).
+_apply_numba_cache()
 
 
 def __getattr__(name: str):

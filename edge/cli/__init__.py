@@ -18,6 +18,7 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
+from edge import numba_cache
 from firmware_bridge.errors import EmofuseError, MissingDependencyError
 
 log = logging.getLogger("emofuse")
@@ -62,6 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "-v", "--verbose", action="count", default=0, help="more logging (-v info, -vv debug)"
     )
+    parser.add_argument(
+        "--numba-cache", metavar="DIR",
+        help="folder of compiled Numba kernels (fill it with `emofuse warmup`); default: the "
+        f"{numba_cache.ENV} environment variable, else Numba's own default",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name, module_path in _command_modules().items():
@@ -90,10 +96,31 @@ def _register_unavailable(sub, name: str, module_path: str, exc: ImportError) ->
     p.set_defaults(func=run)
 
 
+def _early_value(argv: list[str], flag: str) -> str | None:
+    """The value of a top-level ``flag`` (``--flag V`` or ``--flag=V``) before the command name."""
+    for i, arg in enumerate(argv):
+        if arg == flag and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith(flag + "="):
+            return arg.split("=", 1)[1]
+        if not arg.startswith("-"):
+            return None  # the command name: later flags are the command's
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     # OpenCV's native loggers print warnings to stderr (e.g. when a file is not a video);
     # our own one-line error says it better. Must be set before cv2 is first imported.
     os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
+    argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
+    cache = _early_value(argv, "--numba-cache")
+    if cache:
+        # Before the parser loads the commands (and with them the Numba kernels).
+        try:
+            numba_cache.use_numba_cache(cache)
+        except EmofuseError as exc:
+            print(f"emofuse: error: {exc}", file=sys.stderr)
+            return 2
     parser = build_parser()
     args = parser.parse_args(argv)
     level = logging.WARNING - 10 * min(args.verbose, 2)
