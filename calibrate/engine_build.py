@@ -39,6 +39,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -119,6 +120,8 @@ class TrtCaps:
 
 def detect_caps(trt) -> TrtCaps:
     """Read the features of an imported ``tensorrt`` module."""
+    if TYPE_CHECKING:  # the stubs' types, so pyright checks every TensorRT call below
+        import tensorrt as trt
     net_flags = getattr(trt, "NetworkDefinitionCreationFlag", None)
     builder_flags = getattr(trt, "BuilderFlag", None)
     weak = builder_flags is not None and all(hasattr(builder_flags, f) for f in ("FP16", "INT8"))
@@ -562,6 +565,8 @@ def _write_atomic(path: Path, data: bytes) -> None:
 
 def _entropy_calibrator(trt, cuda, batches, batch: int, cache_path: Path):
     """An ``IInt8EntropyCalibrator2`` feeding ``batches`` (TensorRT 10 only)."""
+    if TYPE_CHECKING:  # the stubs' types, so pyright checks every TensorRT call below
+        import tensorrt as trt
     base = trt.IInt8EntropyCalibrator2
 
     class NpzEntropyCalibrator(base):
@@ -657,6 +662,8 @@ def build_engine(bundle, precision: str, *, role: str = "model",
     """
     bundle = load(bundle)
     trt = require_tensorrt("building TensorRT engines")
+    if TYPE_CHECKING:
+        import tensorrt as trt
     caps = detect_caps(trt)
     platform = probe_platform(device)
     plan = plan_build(bundle, precision, platform, caps, role=role, max_batch=max_batch,
@@ -722,7 +729,7 @@ class EngineFromOnnx:
 
 def _autocast_fp16(onnx_path: Path, out_dir: Path) -> Path:
     try:
-        from modelopt.onnx import autocast
+        from modelopt.onnx import autocast  # pyright: ignore[reportMissingImports]  (optional: not in CI)
     except ImportError as exc:
         raise MissingDependencyError(
             "FP16 on TensorRT 11 needs a mixed-precision graph: TensorRT removed the FP16 builder "
@@ -738,6 +745,8 @@ def _autocast_fp16(onnx_path: Path, out_dir: Path) -> Path:
 
 
 def _build_serialized(trt, bundle, plan: BuildPlan, cuda, notes: list) -> bytes:
+    if TYPE_CHECKING:  # the stubs' types, so pyright checks every TensorRT call below
+        import tensorrt as trt
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
     net_flags = 0
@@ -783,8 +792,11 @@ def _build_serialized(trt, bundle, plan: BuildPlan, cuda, notes: list) -> bytes:
             calib_profile = builder.create_optimization_profile()
             for name, (lo, _, _) in plan.profiles.items():
                 fixed = (plan.calib_batch, *lo[1:])
-                calib_profile.set_shape(name, fixed, fixed, fixed)
+                # TensorRT converts tuples to Dims; the stubs say so only in prose.
+                calib_profile.set_shape(name, fixed, fixed, fixed)  # pyright: ignore[reportArgumentType]
             config.set_calibration_profile(calib_profile)
+        if plan.calibration_cache is None:  # plan_build sets both or neither
+            raise ConfigError("implicit INT8 calibration needs a calibration cache path")
         calibrator = _entropy_calibrator(trt, cuda, batches, plan.calib_batch,
                                          plan.calibration_cache)
         config.int8_calibrator = calibrator

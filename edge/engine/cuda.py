@@ -8,6 +8,7 @@ import contextlib
 import ctypes
 import logging
 import threading
+from typing import Any
 
 import numpy as np
 
@@ -21,7 +22,7 @@ EXTRA = "jetson"
 def _cuda_class():
     """The CUDA wrapper class for whichever binding is installed (pycuda first)."""
     try:
-        import pycuda.driver  # noqa: F401
+        import pycuda.driver  # noqa: F401  # pyright: ignore[reportMissingImports]
 
         return _PyCuda
     except ImportError:
@@ -38,9 +39,9 @@ def _cuda_class():
 
 def _cudart():
     try:
-        from cuda.bindings import runtime as cudart  # cuda-python >= 12.6
+        from cuda.bindings import runtime as cudart  # pyright: ignore[reportMissingImports]  (>= 12.6)
     except ImportError:
-        from cuda import cudart  # older cuda-python
+        from cuda import cudart  # pyright: ignore[reportMissingImports, reportAttributeAccessIssue]  (older)
     return cudart
 
 
@@ -52,7 +53,7 @@ class _PyCuda:
 
     @staticmethod
     def device_info(device: int) -> tuple[str, str]:
-        import pycuda.driver as drv
+        import pycuda.driver as drv  # pyright: ignore[reportMissingImports]
 
         try:
             drv.init()
@@ -63,7 +64,7 @@ class _PyCuda:
             raise DeviceError(f"CUDA device {device}: {exc}") from exc
 
     def __init__(self, device: int) -> None:
-        import pycuda.driver as drv
+        import pycuda.driver as drv  # pyright: ignore[reportMissingImports]
 
         self._drv = drv
         try:
@@ -127,7 +128,7 @@ class _CudaPython:
     name = "cuda-python"
 
     @staticmethod
-    def _check(result, what: str):
+    def _check(result, what: str) -> Any:
         cudart = _cudart()
         err = result[0] if isinstance(result, tuple) else result
         if err != cudart.cudaError_t.cudaSuccess:
@@ -161,6 +162,8 @@ class _CudaPython:
     @property
     def stream_handle(self) -> int:
         s = self._stream
+        if s is None:
+            raise DeviceError("the CUDA stream is closed")
         return int(s) if hasattr(s, "__int__") else int(s.getPtr())
 
     def malloc(self, nbytes: int) -> int:
@@ -174,7 +177,7 @@ class _CudaPython:
         ptr = int(self._check(self._rt.cudaMallocHost(nbytes), "pinned host malloc"))
         self._host_ptrs.append(ptr)
         raw = (ctypes.c_uint8 * nbytes).from_address(ptr)
-        return np.frombuffer(raw, dtype=np.uint8).view(dtype)
+        return np.frombuffer(raw, dtype=np.uint8).view(dtype)  # pyright: ignore[reportArgumentType, reportCallIssue]  (a ctypes array is a buffer)
 
     def htod(self, dptr: int, host: np.ndarray) -> None:
         kind = self._rt.cudaMemcpyKind.cudaMemcpyHostToDevice

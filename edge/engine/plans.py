@@ -10,6 +10,7 @@ import json
 import logging
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -94,6 +95,8 @@ def probe_platform(device: int = 0) -> TrtPlatform:
         DeviceError: no CUDA device ``device`` (no driver, no GPU).
     """
     trt = require_tensorrt("running TensorRT engines")
+    if TYPE_CHECKING:
+        import tensorrt as trt
     cuda = _cuda_class()
     name, cc = cuda.device_info(device)
     return TrtPlatform(str(trt.__version__), name, cc)

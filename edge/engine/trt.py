@@ -36,6 +36,7 @@ import hashlib
 import logging
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -84,6 +85,8 @@ def trt_nptype(trt, dtype) -> np.dtype:
     Raises:
         ConfigError: a TensorRT type numpy cannot hold (FP8, INT4...).
     """
+    if TYPE_CHECKING:  # the stubs' types, so pyright checks every TensorRT call below
+        import tensorrt as trt
     if hasattr(trt, "nptype"):
         try:
             return np.dtype(trt.nptype(dtype))
@@ -123,6 +126,8 @@ class EngineFromPlan:
         self.runtime = None
 
     def __call__(self, trt):
+        if TYPE_CHECKING:  # the stubs' types, so pyright checks every TensorRT call below
+            import tensorrt as trt
         try:
             data = self.path.read_bytes()
         except OSError as exc:
@@ -192,6 +197,8 @@ class TrtEngine(Engine):
                 raise ConfigError(f"no usable TensorRT engine for {self.bundle.root} "
                                   f"({self.role}, {self.precision}) on {platform}: "
                                   f"{match.explain()}")
+            if match.record is None:  # found means a record; say so to the type checker
+                raise ConfigError(f"no TensorRT engine record for {self.bundle.root}")
             return match.record
         records, _ = engine_records(self.bundle)
         wanted = Path(self._engine_file)
@@ -209,6 +216,8 @@ class TrtEngine(Engine):
 
     def _activate(self) -> None:
         trt = require_tensorrt("running TensorRT engines")
+        if TYPE_CHECKING:
+            import tensorrt as trt
         self._cuda = open_cuda(self._device)
         try:
             self._open(trt)
@@ -217,6 +226,8 @@ class TrtEngine(Engine):
             raise
 
     def _open(self, trt) -> None:
+        if TYPE_CHECKING:  # the stubs' types, so pyright checks every TensorRT call below
+            import tensorrt as trt
         name, cc = self._cuda.device_info(self._device)
         platform = TrtPlatform(str(trt.__version__), name, cc)
         record = self._resolve_record(platform)
@@ -239,6 +250,8 @@ class TrtEngine(Engine):
 
     def _bind(self, trt, plan_path: Path) -> None:
         """Check the plan's tensors against the manifest; allocate and bind max-batch buffers."""
+        if TYPE_CHECKING:  # the stubs' types, so pyright checks every TensorRT call below
+            import tensorrt as trt
         engine, ctx = self._engine, self._context
         io = {}
         for i in range(engine.num_io_tensors):
@@ -258,16 +271,19 @@ class TrtEngine(Engine):
                 raise ConfigError(f"{plan_path}: input {spec.name!r} is {dtype} in the engine, "
                                   f"{spec.dtype} in the manifest")
             mins, _, maxs = engine.get_tensor_profile_shape(spec.name, 0)
-            if tuple(maxs)[1:] != tuple(spec.shape[1:]) or tuple(mins)[1:] != tuple(
+            # Dims slice to tuples (the stubs declare no __iter__, so tuple(dims) does not check).
+            if tuple(maxs[:])[1:] != tuple(spec.shape[1:]) or tuple(mins[:])[1:] != tuple(
                     spec.shape[1:]):
-                raise ConfigError(f"{plan_path}: input {spec.name!r} profile {tuple(mins)}.."
-                                  f"{tuple(maxs)} does not fit the manifest's {spec.shape}")
+                raise ConfigError(f"{plan_path}: input {spec.name!r} profile {tuple(mins[:])}.."
+                                  f"{tuple(maxs[:])} does not fit the manifest's {spec.shape}")
             profile_max = maxs[0] if profile_max is None else min(profile_max, maxs[0])
         for spec in self.output_specs:
             dtype = trt_nptype(trt, engine.get_tensor_dtype(spec.name))
             if dtype != np.dtype(spec.dtype):
                 raise ConfigError(f"{plan_path}: output {spec.name!r} is {dtype} in the engine, "
                                   f"{spec.dtype} in the manifest")
+        if profile_max is None:
+            raise ConfigError(f"{plan_path}: the engine has no inputs")
         limit = int(profile_max)
         self.max_batch = limit if self.max_batch is None else min(self.max_batch, limit)
         # Size every buffer for the largest batch once: set the maximum input shapes, read the
@@ -278,7 +294,7 @@ class TrtEngine(Engine):
                 raise ConfigError(f"{plan_path}: TensorRT refused input shape {shape} for "
                                   f"{spec.name!r}")
         for spec in self.input_specs + self.output_specs:
-            shape = tuple(ctx.get_tensor_shape(spec.name))
+            shape = tuple(ctx.get_tensor_shape(spec.name)[:])
             if any(d < 0 for d in shape):
                 raise ConfigError(f"{plan_path}: {spec.name!r} has data-dependent shape {shape}; "
                                   "not supported")
@@ -302,7 +318,7 @@ class TrtEngine(Engine):
                 raise DeviceError("TensorRT execute_async_v3 failed (see the TensorRT log)")
             views = {}
             for spec in self.output_specs:
-                shape = tuple(ctx.get_tensor_shape(spec.name))
+                shape = tuple(ctx.get_tensor_shape(spec.name)[:])
                 host = self._host[spec.name][:int(np.prod(shape))].reshape(shape)
                 cuda.dtoh(host, self._dev[spec.name])
                 views[spec.name] = host
