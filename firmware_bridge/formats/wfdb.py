@@ -1,10 +1,11 @@
-"""Reader for PhysioNet WFDB records: ``.hea`` headers, format 212/16/80 signals, MIT annotations.
+"""PhysioNet WFDB records (``.hea`` headers, signal files, MIT annotations) through the ``wfdb`` package.
 
-Written from the format descriptions in the WFDB Programmer's Guide and the man pages
-``header(5)``, ``signal(5)`` and ``annot(5)`` (Moody, PhysioNet); no dependency on the
-``wfdb`` package. Only what single-segment ECG records need is supported: one sample per
-frame per signal, no skew. Anything else, and any truncated or inconsistent file, raises
-:class:`~firmware_bridge.errors.BadInputError` naming the file.
+A thin layer over the PhysioNet ``wfdb`` library (``pip install 'emofuse[physionet]'``): it
+reads the files, and this module gives the project's shapes and units, names the file in every
+error (:class:`~firmware_bridge.errors.BadInputError`) and adds the checks the library leaves
+to the caller: a signal file shorter than its header says (truncated), a signal whose 16-bit
+sum differs from the header's checksum (corrupt), and an annotation file without its
+end-of-file word (truncated). Only single-segment records are read.
 """
 from __future__ import annotations
 
@@ -13,17 +14,21 @@ from pathlib import Path
 
 import numpy as np
 
-from firmware_bridge.errors import BadInputError
+from firmware_bridge.errors import BadInputError, require
 
 __all__ = [
     "ANNOTATION_SYMBOLS",
     "BEAT_SYMBOLS",
+    "EXTRA",
     "Header",
     "SignalSpec",
     "read_annotations",
     "read_header",
     "read_signals",
 ]
+
+#: The emofuse extra that installs the ``wfdb`` package.
+EXTRA = "physionet"
 
 # MIT annotation codes 0..41 (WFDB ecgcodes.h); 15 and 17 are unassigned, 42..49 are user codes.
 ANNOTATION_SYMBOLS: tuple[str, ...] = (
@@ -37,13 +42,9 @@ ANNOTATION_SYMBOLS: tuple[str, ...] = (
 #: Symbols that mark a beat (QRS complex); all others are rhythm, noise, or comment marks.
 BEAT_SYMBOLS: frozenset[str] = frozenset("NLRBAaJSVrFejnE/fQ?")
 
-_DEFAULT_GAIN = 200.0  # WFDB's default ADC gain (adu per physical unit) when the field is 0 or absent
-_SUPPORTED_FORMATS = (16, 80, 212)
-# Per-format: sample value WFDB reserves for "no sample" (becomes NaN).
-_INVALID_SAMPLE = {16: -32768, 80: -128, 212: -2048}
-
-# Special annotation codes of the MIT format (annot(5)).
-_SKIP, _NUM, _SUB, _CHN, _AUX = 59, 60, 61, 62, 63
+# Bits per sample of the storage formats (signal(5)), to tell a truncated file.
+_BITS = {"8": 8, "16": 16, "24": 24, "32": 32, "61": 16, "80": 8, "160": 16, "212": 12, "310": 32 / 3,
+         "311": 32 / 3}
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,7 @@ class SignalSpec:
 
     Attributes:
         file_name: the signal file, relative to the header's folder.
-        fmt: storage format (16, 80 or 212).
+        fmt: storage format (e.g. 16, 80, 212).
         gain: ADC units per physical unit.
         baseline: the ADC value that maps to 0 physical units.
         units: physical units, e.g. ``"mV"``.
@@ -98,149 +99,98 @@ class Header:
     comments: tuple[str, ...]
 
 
-def _int_field(text: str, what: str, path: Path) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise BadInputError(f"{path}: bad {what} {text!r} in header") from None
+def _wfdb():
+    return require("wfdb", EXTRA, "reading PhysioNet WFDB records")
 
 
-def _parse_signal_line(fields: list[str], path: Path) -> SignalSpec:
-    if len(fields) < 2:
-        raise BadInputError(f"{path}: signal line needs at least a file name and format: {fields}")
-    file_name, fmt_field = fields[0], fields[1]
-    byte_offset = 0
-    if "+" in fmt_field:
-        fmt_field, off = fmt_field.split("+", 1)
-        byte_offset = _int_field(off, "byte offset", path)
-    if ":" in fmt_field:
-        fmt_field, skew = fmt_field.split(":", 1)
-        if _int_field(skew, "skew", path) != 0:
-            raise BadInputError(f"{path}: signal skew is not supported")
-    if "x" in fmt_field:
-        fmt_field, spf = fmt_field.split("x", 1)
-        if _int_field(spf, "samples per frame", path) != 1:
-            raise BadInputError(f"{path}: multi-frequency records are not supported")
-    fmt = _int_field(fmt_field, "format", path)
-    if fmt not in _SUPPORTED_FORMATS:
-        raise BadInputError(f"{path}: signal format {fmt} is not supported (only {_SUPPORTED_FORMATS})")
-
-    gain, baseline, units = _DEFAULT_GAIN, None, "mV"
-    if len(fields) > 2:
-        g = fields[2]
-        if "/" in g:
-            g, units = g.split("/", 1)
-        if "(" in g:
-            g, b = g.split("(", 1)
-            baseline = _int_field(b.rstrip(")"), "baseline", path)
-        try:
-            gain = float(g)
-        except ValueError:
-            raise BadInputError(f"{path}: bad ADC gain {fields[2]!r}") from None
-        if gain == 0.0:
-            gain = _DEFAULT_GAIN
-    adc_res = _int_field(fields[3], "ADC resolution", path) if len(fields) > 3 else 0
-    adc_zero = _int_field(fields[4], "ADC zero", path) if len(fields) > 4 else 0
-    init = _int_field(fields[5], "initial value", path) if len(fields) > 5 else None
-    checksum = _int_field(fields[6], "checksum", path) if len(fields) > 6 else None
-    block = _int_field(fields[7], "block size", path) if len(fields) > 7 else 0
-    desc = " ".join(fields[8:])
-    return SignalSpec(
-        file_name=file_name,
-        fmt=fmt,
-        gain=gain,
-        baseline=adc_zero if baseline is None else baseline,
-        units=units,
-        adc_resolution=adc_res,
-        adc_zero=adc_zero,
-        initial_value=init,
-        checksum=checksum,
-        block_size=block,
-        description=desc,
-        byte_offset=byte_offset,
-    )
-
-
-def _header_path(path: str | Path) -> Path:
+def _record_base(path: str | Path) -> Path:
     p = Path(path)
-    return p if p.suffix == ".hea" else p.with_name(p.name + ".hea")
+    return p.with_suffix("") if p.suffix == ".hea" else p
+
+
+def _opt_int(value) -> int | None:
+    return None if value is None else int(value)
+
+
+def _check_record_line(hea: Path) -> None:
+    # The library reads a sampling frequency it cannot parse as its default, 250 Hz; a wrong
+    # rate would shift every beat time, so an unreadable one is refused here.
+    try:
+        lines = hea.read_text(encoding="latin-1").splitlines()
+    except OSError as exc:
+        raise BadInputError(f"{hea}: cannot read ({exc.strerror or exc})") from exc
+    fields = next((ln.split() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")), [])
+    if len(fields) >= 3:
+        try:
+            fs = float(fields[2].split("/")[0])
+        except ValueError:
+            fs = float("nan")
+        if not fs > 0:
+            raise BadInputError(f"{hea}: sampling frequency {fields[2]!r} is not a positive number")
 
 
 def read_header(path: str | Path) -> Header:
-    """Parse a WFDB header file (format of PhysioNet's ``header(5)``).
+    """Read a record's ``.hea`` file (``header(5)``) with ``wfdb.rdheader``.
 
     Args:
-        path: the ``.hea`` file, or the record path without extension (``".../100"``).
-
-    Returns:
-        A :class:`Header`.
+        path: record path without extension (``".../100"``) or its ``.hea`` file.
 
     Raises:
-        BadInputError: missing or unreadable file, malformed line, multi-segment record,
-            or an unsupported signal format, skew, or multi-frequency layout.
+        BadInputError: missing or unreadable header, a multi-segment record, or a header the
+            library rejects (its message is kept).
+        MissingDependencyError: the ``wfdb`` package is not installed.
     """
-    hea = _header_path(path)
+    wfdb = _wfdb()
+    base = _record_base(path)
+    hea = base.with_suffix(".hea")
+    if not hea.is_file():
+        raise BadInputError(f"{hea}: no such WFDB header")
+    _check_record_line(hea)
     try:
-        text = hea.read_text(encoding="latin-1")
-    except OSError as exc:
-        raise BadInputError(f"{hea}: cannot read WFDB header ({exc})") from exc
-    lines = [ln.strip() for ln in text.splitlines()]
-    comments = tuple(ln[1:].strip() for ln in lines if ln.startswith("#"))
-    body = [ln.split() for ln in lines if ln and not ln.startswith("#")]
-    if not body:
-        raise BadInputError(f"{hea}: no record line in WFDB header")
-    rec = body[0]
-    if len(rec) < 2:
-        raise BadInputError(f"{hea}: record line needs a name and a signal count: {' '.join(rec)}")
-    if "/" in rec[0]:
+        h = wfdb.rdheader(str(base))
+    except Exception as exc:  # wfdb raises ValueError, IndexError, TypeError... on bad headers
+        raise BadInputError(f"{hea}: unreadable WFDB header ({type(exc).__name__}: {exc})") from exc
+    if getattr(h, "seg_name", None) is not None:
         raise BadInputError(f"{hea}: multi-segment records are not supported")
-    n_sig = _int_field(rec[1], "signal count", hea)
-    fs_hz = 250.0  # WFDB's default when the field is absent
-    if len(rec) > 2:
-        fs_text = rec[2].split("/")[0].split("(")[0]
-        try:
-            fs_hz = float(fs_text)
-        except ValueError:
-            raise BadInputError(f"{hea}: bad sampling frequency {rec[2]!r}") from None
-        if not fs_hz > 0:
-            raise BadInputError(f"{hea}: sampling frequency must be > 0, got {fs_hz}")
-    n_samples = _int_field(rec[3], "sample count", hea) if len(rec) > 3 else 0
-    if len(body) - 1 < n_sig:
-        raise BadInputError(f"{hea}: header announces {n_sig} signals but describes {len(body) - 1}")
-    signals = tuple(_parse_signal_line(f, hea) for f in body[1 : 1 + n_sig])
-    return Header(record=rec[0], fs_hz=fs_hz, n_samples=n_samples, signals=signals, comments=comments)
+    n = int(h.n_sig or 0)
+    described = len(h.file_name or [])
+    if described != n:
+        raise BadInputError(f"{hea}: announces {n} signals but describes {described}")
+    gains = [float(g) for g in (h.adc_gain or [])]
+    signals = tuple(
+        SignalSpec(
+            file_name=str(h.file_name[i]), fmt=int(h.fmt[i]), gain=gains[i] if gains[i] else 200.0,
+            baseline=int(h.baseline[i]), units=str(h.units[i] or ""), adc_resolution=int(h.adc_res[i] or 0),
+            adc_zero=int(h.adc_zero[i] or 0), initial_value=_opt_int(h.init_value[i]),
+            checksum=_opt_int(h.checksum[i]), block_size=int(h.block_size[i] or 0),
+            description=str(h.sig_name[i] or ""), byte_offset=int(h.byte_offset[i] or 0))
+        for i in range(n))
+    return Header(record=str(h.record_name), fs_hz=float(h.fs), n_samples=int(h.sig_len or 0),
+                  signals=signals, comments=tuple(str(c) for c in (h.comments or [])))
 
 
-def _decode(raw: np.ndarray, fmt: int, n_values: int) -> np.ndarray:
-    """Digital samples (int32) from the bytes of one signal file, frames interleaved."""
-    if fmt == 16:
-        return raw[: 2 * n_values].view("<i2").astype(np.int32)
-    if fmt == 80:
-        # Offset binary: 128 is zero.
-        return raw[:n_values].astype(np.int32) - 128
-    # Format 212: each pair of 12-bit two's-complement samples packed into three bytes; the
-    # middle byte holds the high nibbles (low nibble -> first sample, high nibble -> second).
-    n_triplets = (n_values + 1) // 2
-    b = raw[: 3 * n_triplets].astype(np.int32)
-    if b.size < 3 * n_triplets:  # odd count in a file whose last byte was legitimately dropped
-        b = np.concatenate([b, np.zeros(3 * n_triplets - b.size, np.int32)])
-    b = b.reshape(-1, 3)
-    out = np.empty((n_triplets, 2), np.int32)
-    out[:, 0] = b[:, 0] | ((b[:, 1] & 0x0F) << 8)
-    out[:, 1] = b[:, 2] | ((b[:, 1] & 0xF0) << 4)
-    out[out > 2047] -= 4096
-    return out.reshape(-1)[:n_values]
-
-
-def _bytes_needed(fmt: int, n_values: int) -> int:
-    return {16: 2 * n_values, 80: n_values}.get(fmt, (3 * n_values + 1) // 2)
+def _check_length(header: Header, folder: Path) -> None:
+    by_file: dict[str, list[SignalSpec]] = {}
+    for s in header.signals:
+        by_file.setdefault(s.file_name, []).append(s)
+    for name, specs in by_file.items():
+        path = folder / name
+        if not path.is_file():
+            raise BadInputError(f"{path}: no such WFDB signal file")
+        bits = _BITS.get(str(specs[0].fmt))
+        if bits is None or not header.n_samples:
+            continue
+        need = specs[0].byte_offset + int(np.ceil(header.n_samples * len(specs) * bits / 8 - 1e-9))
+        have = path.stat().st_size
+        if have < need - 1:  # format 212 may drop the last, unused byte
+            raise BadInputError(f"{path}: truncated signal file ({have} bytes, the header needs {need})")
 
 
 def read_signals(record_path: str | Path) -> tuple[np.ndarray, float, list[str]]:
     """Read all signals of a single-segment WFDB record in physical units (``signal(5)``).
 
-    Physical value = (digital - baseline) / gain, with gain and baseline from the header;
-    WFDB's reserved "invalid sample" value becomes NaN. Checksums in the header are verified.
+    Physical value = (digital - baseline) / gain (``wfdb.Record.dac``); WFDB's reserved
+    "invalid sample" value becomes NaN. The header's checksums are verified.
 
     Args:
         record_path: record path without extension (``".../100"``) or its ``.hea`` file.
@@ -253,67 +203,32 @@ def read_signals(record_path: str | Path) -> tuple[np.ndarray, float, list[str]]
     Raises:
         BadInputError: unreadable, truncated, or corrupt (checksum mismatch) signal file,
             or a header problem (see :func:`read_header`).
+        MissingDependencyError: the ``wfdb`` package is not installed.
     """
-    hea = _header_path(record_path)
-    header = read_header(hea)
-    n_sig = len(header.signals)
-    groups: dict[str, list[int]] = {}
+    wfdb = _wfdb()
+    base = _record_base(record_path)
+    header = read_header(base)
+    _check_length(header, base.parent)
+    try:
+        rec = wfdb.rdrecord(str(base), physical=False, return_res=64)
+        digital = np.asarray(rec.d_signal, dtype=np.int64)
+        physical = np.asarray(rec.dac(return_res=64), dtype=np.float64)
+    except BadInputError:
+        raise
+    except Exception as exc:  # the library's own errors on damaged files
+        raise BadInputError(f"{base}.dat: unreadable WFDB signals ({type(exc).__name__}: {exc})") from exc
     for ch, spec in enumerate(header.signals):
-        groups.setdefault(spec.file_name, []).append(ch)
-
-    decoded: dict[int, np.ndarray] = {}
-    n_samples = header.n_samples
-    for file_name, channels in groups.items():
-        specs = [header.signals[c] for c in channels]
-        fmt = specs[0].fmt
-        if any(s.fmt != fmt for s in specs) or any(s.byte_offset != specs[0].byte_offset for s in specs):
-            raise BadInputError(f"{hea}: signals sharing {file_name} must share format and byte offset")
-        dat = hea.parent / file_name
-        try:
-            raw = np.fromfile(dat, dtype=np.uint8)
-        except OSError as exc:
-            raise BadInputError(f"{dat}: cannot read WFDB signal file ({exc})") from exc
-        raw = raw[specs[0].byte_offset :]
-        width = len(channels)
-        if n_samples <= 0:
-            # Header without a length: the file says how long the record is.
-            per_value = {16: 2.0, 80: 1.0, 212: 1.5}[fmt]
-            n_samples = int(raw.size // per_value) // width
-        need = _bytes_needed(fmt, n_samples * width)
-        if raw.size < need:
-            raise BadInputError(
-                f"{dat}: truncated WFDB signal file: {raw.size} bytes, header needs {need} "
-                f"({n_samples} samples x {width} signals, format {fmt})"
-            )
-        values = _decode(raw, fmt, n_samples * width).reshape(n_samples, width)
-        for k, ch in enumerate(channels):
-            decoded[ch] = values[:, k]
-
-    signals = np.empty((n_samples, n_sig), np.float64)
-    for ch, spec in enumerate(header.signals):
-        digital = decoded[ch]
-        if spec.checksum is not None:
-            got = int(digital.astype(np.int64).sum()) & 0xFFFF
-            want = spec.checksum & 0xFFFF
-            if got != want:
-                raise BadInputError(
-                    f"{hea.parent / spec.file_name}: checksum mismatch on signal {ch} "
-                    f"({spec.description or 'unnamed'}): file sums to {got}, header says {want}; corrupt file"
-                )
-        col = (digital - spec.baseline) / spec.gain
-        col[digital == _INVALID_SAMPLE[spec.fmt]] = np.nan
-        signals[:, ch] = col
-    names = [s.description or f"signal{i}" for i, s in enumerate(header.signals)]
-    return signals, header.fs_hz, names
+        if spec.checksum is None:
+            continue
+        total = int(np.sum(digital[:, ch])) & 0xFFFF
+        if (total - 0x10000 if total >= 0x8000 else total) != spec.checksum:
+            raise BadInputError(f"{base.parent / spec.file_name}: signal {spec.description!r} fails its checksum "
+                                "(the file is corrupt)")
+    return physical, float(header.fs_hz), [s.description for s in header.signals]
 
 
 def read_annotations(atr_path: str | Path) -> tuple[np.ndarray, list[str]]:
-    """Read a WFDB annotation file in MIT format (e.g. ``100.atr``).
-
-    Each annotation is a 16-bit little-endian word: 6-bit code, 10-bit sample increment;
-    the special codes SKIP (long increment), NUM, SUB, CHN and AUX modify it, and a zero
-    word ends the file (``annot(5)``). A leading ``## time resolution`` note, if present,
-    is dropped.
+    """Read a WFDB annotation file in MIT format (e.g. ``100.atr``) with ``wfdb.rdann``.
 
     Args:
         atr_path: path of the annotation file.
@@ -321,63 +236,26 @@ def read_annotations(atr_path: str | Path) -> tuple[np.ndarray, list[str]]:
     Returns:
         ``(samples, symbols)``: int64 array of sample indices (non-decreasing) and the
         matching list of MIT symbols (``"N"``, ``"A"``, ``"V"``, ``"+"`` ...; see
-        :data:`ANNOTATION_SYMBOLS`, :data:`BEAT_SYMBOLS` picks the beats). User codes
-        42-49 come back as ``"[code]"``.
+        :data:`ANNOTATION_SYMBOLS`, :data:`BEAT_SYMBOLS` picks the beats).
 
     Raises:
-        BadInputError: unreadable file, odd length, a SKIP/AUX running past the end, or no
-            end-of-file marker (a truncated file).
+        BadInputError: unreadable file, odd length, or no end-of-file word (a truncated file).
+        MissingDependencyError: the ``wfdb`` package is not installed.
     """
+    wfdb = _wfdb()
     path = Path(atr_path)
     try:
         data = path.read_bytes()
     except OSError as exc:
-        raise BadInputError(f"{path}: cannot read WFDB annotation file ({exc})") from exc
+        raise BadInputError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+    # MIT annotation files are 16-bit words ending with a zero word (annot(5)); the library
+    # reads a cut file without complaint.
     if len(data) % 2:
-        raise BadInputError(f"{path}: annotation file has an odd number of bytes; truncated or corrupt")
-    samples: list[int] = []
-    symbols: list[str] = []
-    auxes: list[bytes] = []
-    t = 0
-    i = 0
-    n = len(data)
-    ended = False
-    while i + 1 < n:
-        word = data[i] | (data[i + 1] << 8)
-        i += 2
-        code, inc = word >> 10, word & 0x3FF
-        if code == 0 and inc == 0:
-            ended = True
-            break
-        if code == _SKIP:
-            if i + 4 > n:
-                raise BadInputError(f"{path}: SKIP annotation runs past the end of the file; truncated")
-            # The 32-bit interval is stored as two little-endian 16-bit words, high word first.
-            hi = data[i] | (data[i + 1] << 8)
-            lo = data[i + 2] | (data[i + 3] << 8)
-            skip = (hi << 16) | lo
-            if skip >= 1 << 31:
-                skip -= 1 << 32
-            t += skip
-            i += 4
-        elif code == _AUX:
-            end = i + inc + (inc & 1)
-            if end > n:
-                raise BadInputError(f"{path}: AUX field runs past the end of the file; truncated")
-            if auxes:
-                auxes[-1] = data[i : i + inc]
-            i = end
-        elif code in (_NUM, _SUB, _CHN):
-            continue
-        else:
-            t += inc
-            if code == 0:
-                continue  # NOTQRS with a time step: moves the clock only
-            samples.append(t)
-            symbols.append(ANNOTATION_SYMBOLS[code] if code < len(ANNOTATION_SYMBOLS) else f"[{code}]")
-            auxes.append(b"")
-    if not ended:
-        raise BadInputError(f"{path}: no end-of-file marker in annotation file; truncated")
-    if symbols and symbols[0] == '"' and samples[0] == 0 and auxes[0].startswith(b"## "):
-        samples, symbols = samples[1:], symbols[1:]
-    return np.asarray(samples, dtype=np.int64), symbols
+        raise BadInputError(f"{path}: odd length, not an MIT annotation file (truncated?)")
+    if len(data) < 2 or data[-2:] != b"\x00\x00":
+        raise BadInputError(f"{path}: truncated annotation file (no end-of-file word)")
+    try:
+        ann = wfdb.rdann(str(path.with_suffix("")), path.suffix.lstrip("."))
+    except Exception as exc:  # the library's own errors on damaged files
+        raise BadInputError(f"{path}: unreadable annotations ({type(exc).__name__}: {exc})") from exc
+    return np.asarray(ann.sample, dtype=np.int64), [str(s) for s in ann.symbol]
