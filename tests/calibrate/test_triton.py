@@ -12,18 +12,21 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from calibrate.engine_build import engine_key, engine_path, record_engine
-from calibrate.triton import (
+pytest.importorskip("tritonclient.grpc.model_config_pb2",
+                    reason="tritonclient[grpc] (extra 'triton') holds Triton's ModelConfig schema")
+
+from calibrate.engine_build import engine_key, engine_path, record_engine  # noqa: E402
+from calibrate.triton import (  # noqa: E402
     TRITON_DTYPES,
     model_config_schema,
     model_config_text,
     parse_model_config,
     write_triton_repo,
 )
-from edge.bundle import load_bundle
-from edge.engine.trt import TrtPlatform
-from firmware_bridge.errors import BadInputError, ConfigError
-from helpers import preprocessing_dict
+from edge.bundle import load_bundle  # noqa: E402
+from edge.engine.trt import TrtPlatform  # noqa: E402
+from firmware_bridge.errors import BadInputError, ConfigError  # noqa: E402
+from helpers import preprocessing_dict  # noqa: E402
 
 ORIN = TrtPlatform("10.3.0", "Orin", "8.7")
 SERVER = TrtPlatform("10.7.0", "NVIDIA L4", "8.9")
@@ -167,7 +170,23 @@ def test_parser_is_strict(bundle):
         with pytest.raises(BadInputError, match="does not parse"):
             parse_model_config(bad)
     _, source = model_config_schema()
-    assert source in ("tritonclient", "emofuse subset of model_config.proto")
+    assert source.startswith("tritonclient")
+
+
+def test_the_schema_is_tritons_own_and_without_it_nothing_is_written(bundle, tmp_path, monkeypatch):
+    import sys
+
+    from firmware_bridge.errors import MissingDependencyError
+    from tritonclient.grpc import model_config_pb2
+
+    cls, _ = model_config_schema()
+    assert cls is model_config_pb2.ModelConfig
+    # Fields emofuse does not write are still known: the full schema, not a transcribed subset.
+    parse_model_config('name: "m"\nresponse_cache { enable: true }\nmodel_warmup { name: "w" batch_size: 1 }\n')
+    monkeypatch.setitem(sys.modules, "tritonclient.grpc.model_config_pb2", None)
+    with pytest.raises(MissingDependencyError, match=r"emofuse\[triton\]"):
+        write_triton_repo(bundle, tmp_path / "repo")
+    assert not (tmp_path / "repo").exists()
 
 
 def test_bad_settings(bundle, tmp_path):
