@@ -295,13 +295,14 @@ def ort_session(path, threads: int | None = None):
         raise BadInputError(f"{path}: ONNX Runtime cannot load it ({first})") from exc
 
 
-def run_graph(session_or_path, inputs: dict, batch_size: int = 64) -> dict:
+def run_graph(session_or_path, inputs: dict, batch_size: int = 16) -> dict:
     """Run a graph over N windows in batches and stack the outputs.
 
     Args:
         session_or_path: an ``onnxruntime.InferenceSession`` or an ONNX path.
         inputs: input name -> array (N, ...) with the graph's dtypes.
-        batch_size: windows per run.
+        batch_size: windows per run (default 16: ONNX Runtime's memory arena keeps the
+            activations of the largest batch for the session's life).
 
     Returns:
         output name -> array (N, ...).
