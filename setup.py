@@ -37,7 +37,8 @@ if os.environ.get("EMOFUSE_SYSTEM_OPENCV") == "1":
 EXTRAS = {
     # torch is pinned exactly by CI's constraints file (.ci/constraints.txt), not here:
     # a Jetson user keeps the torch that JetPack's wheels provide.
-    "export": ["torch>=2.2", "onnxscript>=0.1"],
+    # pyedflib reads MAHNOB-HCI's BDF files (export.data.corpora.read_bdf).
+    "export": ["torch>=2.2", "onnxscript>=0.1", "pyedflib>=0.1.30"],
     # TensorRT itself comes with JetPack; it is not on PyPI in a usable form.
     "jetson": ["pycuda>=2022.2"],
     "sensors": ["pyserial>=3.5", "bleak>=0.21", "pylsl>=1.16"],

@@ -44,7 +44,7 @@ import numpy as np
 
 from edge.spec import DEFAULT, Preprocessing
 from export.data.preprocess import EmotionWindows, Recording, Window, windows_from_session
-from firmware_bridge.errors import BadInputError, ConfigError
+from firmware_bridge.errors import BadInputError, ConfigError, require
 
 __all__ = [
     "CORPORA",
@@ -266,94 +266,48 @@ class BdfSignal:
     digital: np.ndarray = field(repr=False)
 
 
-def _field(raw: bytes, path: Path, what: str) -> str:
-    try:
-        return raw.decode("ascii").strip()
-    except UnicodeDecodeError as exc:
-        raise BadInputError(f"{path}: header field {what} is not ASCII") from exc
-
-
-def _number(raw: bytes, path: Path, what: str) -> float:
-    text = _field(raw, path, what)
-    try:
-        return float(text)
-    except ValueError as exc:
-        raise BadInputError(f"{path}: header field {what} is not a number ({text!r})") from exc
-
-
 def read_bdf(path: str | Path) -> dict[str, BdfSignal]:
-    """Read a BioSemi BDF (24-bit) or European Data Format EDF (16-bit) file.
+    """Read a BioSemi BDF (24-bit) or European Data Format EDF (16-bit) file with ``pyedflib``.
 
     Format: Kemp et al. 1992, "A simple format for exchange of digitized polygraphic
     recordings", Electroencephalogr Clin Neurophysiol 82:391-393 (EDF); BDF is BioSemi's
-    24-bit variant (first header byte 0xFF, "BIOSEMI", reserved field "24BIT"). Physical
-    value = (digital - dmin) * (pmax - pmin) / (dmax - dmin) + pmin.
+    24-bit variant. The file is read by pyedflib (EDFlib; extra ``export``), which applies
+    physical value = (digital - dmin) * (pmax - pmin) / (dmax - dmin) + pmin.
 
     Args:
         path: the file.
 
     Returns:
-        dict label -> :class:`BdfSignal` (float64 physical values, rate in Hz, unit).
+        dict label -> :class:`BdfSignal` (float64 physical values, rate in Hz, unit, int32
+        digital values).
 
     Raises:
-        BadInputError: missing file, malformed header, or a data section that is not a whole
-            number of records (the message names the file).
+        BadInputError: missing file, or a file pyedflib cannot read (a malformed header, a
+            data section that is not a whole number of records); the message names the file.
+        MissingDependencyError: pyedflib is not installed.
     """
+    pyedflib = require("pyedflib", "export", "reading BDF/EDF files (MAHNOB-HCI)")
     path = Path(path)
+    if not path.is_file():
+        raise BadInputError(f"{path}: cannot read BDF/EDF file (no such file)")
     try:
-        blob = path.read_bytes()
-    except OSError as exc:
-        raise BadInputError(f"{path}: cannot read BDF/EDF file ({exc})") from exc
-    if len(blob) < 256:
-        raise BadInputError(f"{path}: too short for a BDF/EDF header")
-    if blob[0:1] == b"\xff" and blob[1:8] == b"BIOSEMI":
-        width = 3
-    elif blob[0:8] == b"0       ":
-        width = 2
-    else:
-        raise BadInputError(f"{path}: not a BDF or EDF file (version field {blob[:8]!r})")
-    header_bytes = int(_number(blob[184:192], path, "header bytes"))
-    n_records = int(_number(blob[236:244], path, "number of records"))
-    record_s = _number(blob[244:252], path, "record duration")
-    ns = int(_number(blob[252:256], path, "number of signals"))
-    if ns < 1 or header_bytes != 256 * (ns + 1) or len(blob) < header_bytes or record_s <= 0:
-        raise BadInputError(f"{path}: inconsistent header ({ns} signals, {header_bytes} header bytes)")
-
-    def column(offset: int, size: int) -> list[bytes]:
-        start = 256 + offset * ns
-        return [blob[start + i * size:start + (i + 1) * size] for i in range(ns)]
-
-    labels = [_field(b, path, "label") for b in column(0, 16)]
-    units = [_field(b, path, "physical dimension") for b in column(16 + 80, 8)]
-    pmin = [_number(b, path, "physical minimum") for b in column(16 + 80 + 8, 8)]
-    pmax = [_number(b, path, "physical maximum") for b in column(16 + 80 + 16, 8)]
-    dmin = [_number(b, path, "digital minimum") for b in column(16 + 80 + 24, 8)]
-    dmax = [_number(b, path, "digital maximum") for b in column(16 + 80 + 32, 8)]
-    nsamp = [int(_number(b, path, "samples per record")) for b in column(16 + 80 + 40 + 80, 8)]
-    if any(n < 1 for n in nsamp) or any(a == b for a, b in zip(dmin, dmax)):
-        raise BadInputError(f"{path}: a signal has no samples or an empty digital range")
-    record_bytes = width * sum(nsamp)
-    data = np.frombuffer(blob, np.uint8, offset=header_bytes)
-    if n_records < 0:  # -1: unknown, count them
-        n_records = data.size // record_bytes
-    if data.size < n_records * record_bytes or n_records < 1:
-        raise BadInputError(f"{path}: truncated: {data.size} data bytes for {n_records} records of {record_bytes}")
-    data = data[: n_records * record_bytes].reshape(n_records, record_bytes)
-    out: dict[str, BdfSignal] = {}
-    offset = 0
-    for i in range(ns):
-        chunk = data[:, offset:offset + width * nsamp[i]].reshape(n_records * nsamp[i], width).astype(np.int32)
-        offset += width * nsamp[i]
-        if width == 3:
-            digital = chunk[:, 0] | (chunk[:, 1] << 8) | (chunk[:, 2] << 16)
-            digital = np.where(digital >= 1 << 23, digital - (1 << 24), digital)
-        else:
-            digital = chunk[:, 0] | (chunk[:, 1] << 8)
-            digital = np.where(digital >= 1 << 15, digital - (1 << 16), digital)
-        gain = (pmax[i] - pmin[i]) / (dmax[i] - dmin[i])
-        values = (digital - dmin[i]) * gain + pmin[i]
-        out[labels[i]] = BdfSignal(labels[i], values.astype(np.float64), nsamp[i] / record_s, units[i],
-                                   digital.astype(np.int32))
+        reader = pyedflib.EdfReader(str(path))
+    except OSError as exc:  # pyedflib reports every malformed or truncated file as OSError
+        why = str(exc).replace(f"{path}: ", "")
+        if "Filesize" in why:
+            why = "truncated: its size does not match the header's records"
+        raise BadInputError(f"{path}: not a readable BDF/EDF file ({why})") from exc
+    try:
+        out: dict[str, BdfSignal] = {}
+        for i, label in enumerate(reader.getSignalLabels()):
+            digital = np.asarray(reader.readSignal(i, digital=True), dtype=np.int32)
+            values = np.asarray(reader.readSignal(i), dtype=np.float64)
+            out[label.strip()] = BdfSignal(label.strip(), values, float(reader.getSampleFrequency(i)),
+                                           reader.getPhysicalDimension(i).strip(), digital)
+    finally:
+        reader.close()
+    if not out:
+        raise BadInputError(f"{path}: the file holds no signals")
     return out
 
 

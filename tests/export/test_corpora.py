@@ -253,3 +253,50 @@ def test_windows_from_corpus_needs_records_and_a_readable_video(tmp_path):
     rec = TrialRecord("deap", 1, 0, 5.5, 4.0, {"ppg": Signal(np.sin(np.arange(8064) / fs * 7.5), fs)}, 63.0, bad)
     with pytest.raises(BadInputError, match="broken.avi"):
         windows_from_corpus([rec])
+
+
+# MAHNOB-HCI's BDF layout (Soleymani et al. 2012): 32 EEG channels, 8 external (EXG1-3 the ECG),
+# two GSR, two respiration-belt/temperature-style inputs, the Status trigger channel; 256 Hz.
+MAHNOB_LABELS = (["Fp1", "AF3", "F3", "F7", "FC5", "FC1", "C3", "T7", "CP5", "CP1", "P3", "P7", "PO3", "O1", "Oz",
+                  "Pz", "Fp2", "AF4", "Fz", "F4", "F8", "FC6", "FC2", "Cz", "C4", "T8", "CP6", "CP2", "P4", "P8",
+                  "PO4", "O2"] + [f"EXG{k}" for k in range(1, 9)]
+                 + ["GSR1", "GSR2", "Erg1", "Erg2", "Resp", "Temp", "Status"])
+
+
+def test_mahnob_session_written_by_pyedflib(tmp_path, body):
+    # A BDF written by the library itself (not by this file's writer) with MAHNOB's 47 channels:
+    # the loader finds the ECG leads, converts GSR1 from Ohm and reads the stimulus end from the
+    # Status channel's trigger codes.
+    pyedflib = pytest.importorskip("pyedflib", reason="pyedflib (extra 'export') reads BDF files")
+    fs, n = 256, 95 * 256
+    ecg = body.ecg.values[:n]
+    eda = np.interp(np.arange(n) / fs, body.eda.t_s, body.eda.values)
+    status = np.zeros(n)
+    status[int(25 * fs):int(80 * fs)] = 3.0  # trigger code 3 during the stimulus
+    physical = {"EXG1": -0.3 * ecg * 1000, "EXG2": 0.1 * ecg * 1000, "EXG3": 0.7 * ecg * 1000, "GSR1": 1e6 / eda,
+                "GSR2": 1e6 / eda, "Status": status}
+    folder = tmp_path / "7"
+    folder.mkdir()
+    path = folder / "Part_2_S_Trial4_emotion.bdf"
+    writer = pyedflib.EdfWriter(str(path), len(MAHNOB_LABELS), file_type=pyedflib.FILETYPE_BDF)
+    headers, data = [], []
+    for label in MAHNOB_LABELS:
+        x = physical.get(label, np.zeros(n))
+        unit = {"GSR1": "Ohm", "GSR2": "Ohm", "Status": "Boolean"}.get(label, "uV")
+        lo, hi = (-8388608.0, 8388607.0) if label == "Status" else (float(x.min()) - 1.0, float(x.max()) + 1.0)
+        headers.append({"label": label, "dimension": unit, "sample_frequency": fs, "physical_min": lo,
+                        "physical_max": hi, "digital_min": -8388608, "digital_max": 8388607})
+        data.append(x)
+    writer.setSignalHeaders(headers)
+    writer.writeSamples(data)
+    writer.close()
+    (folder / "session.xml").write_text('<?xml version="1.0"?>\n<session sessionId="7" feltArsl="6" feltVlnc="2">'
+                                        '<subject id="2" age="30"/></session>\n')
+    channels = read_bdf(path)
+    assert list(channels) == MAHNOB_LABELS and all(c.fs_hz == fs for c in channels.values())
+    assert channels["GSR1"].unit == "Ohm" and np.abs(channels["GSR1"].values - 1e6 / eda).max() < 1.0
+    (record,) = load_mahnob(tmp_path)
+    assert (record.subject, record.valence, record.arousal) == (2, 2.0, 6.0)
+    assert record.t_end_s == pytest.approx(80.0, abs=0.01)
+    assert record.signals["eda"].units == "uS"
+    np.testing.assert_allclose(record.signals["eda"].values, eda, rtol=1e-4)
