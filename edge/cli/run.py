@@ -192,17 +192,21 @@ def _fmt(value: Any, spec: str, width: int) -> str:
     return format(value, spec).rjust(width)
 
 
-TABLE_HEADER = (f"{'t_s':>7} {'status':>7} {'HR':>6} {'q':>5} {'cHR':>6} {'SDNN':>6} {'EDA':>6} {'SCR':>4} "
-                f"{'P(V+)':>6} {'P(A+)':>6}  reasons")
+TABLE_HEADER = (f"{'t_s':>7} {'status':>7} {'HR[bpm]':>7} {'q':>5} {'cHR[bpm]':>8} {'SDNN[ms]':>8} "
+                f"{'EDA[uS]':>7} {'SCR':>4} {'P(V+)':>6} {'P(A+)':>6}  reasons")
+#: One line, printed on stderr above the table, saying what the columns are.
+TABLE_LEGEND = ("columns: HR heart rate from the face (rPPG); q its pulse quality 0-1; cHR contact heart rate; "
+                "SDNN beat-to-beat variability; EDA tonic skin conductance; SCR skin-conductance responses in "
+                "the window; P(V+) / P(A+) probability of high valence / arousal; -- not available")
 
 
 def table_row(result) -> str:
     """One fixed-width line of the live table for a result."""
     pv = None if result.valence_prob is None else result.valence_prob[1]
     pa = None if result.arousal_prob is None else result.arousal_prob[1]
-    return (f"{_fmt(result.t_s, '.1f', 7)} {result.status:>7} {_fmt(result.hr_bpm, '.1f', 6)} "
-            f"{_fmt(result.hr_quality, '.2f', 5)} {_fmt(result.contact_hr_bpm, '.1f', 6)} "
-            f"{_fmt(result.contact_sdnn_ms, '.0f', 6)} {_fmt(result.eda_tonic_us, '.2f', 6)} "
+    return (f"{_fmt(result.t_s, '.1f', 7)} {result.status:>7} {_fmt(result.hr_bpm, '.1f', 7)} "
+            f"{_fmt(result.hr_quality, '.2f', 5)} {_fmt(result.contact_hr_bpm, '.1f', 8)} "
+            f"{_fmt(result.contact_sdnn_ms, '.0f', 8)} {_fmt(result.eda_tonic_us, '.2f', 7)} "
             f"{_fmt(result.eda_scr_count, 'd', 4)} {_fmt(pv, '.2f', 6)} {_fmt(pa, '.2f', 6)}  "
             f"{','.join(result.reasons)}")
 
@@ -246,6 +250,7 @@ def stream(pipeline, cfg: dict, *, latency: bool, video=None, writers=None, prin
     n = 0
     duration = cfg.get("duration_s")
     if printer == "table":
+        print(TABLE_LEGEND, file=sys.stderr, flush=True)
         print(TABLE_HEADER, file=out, flush=True)
     for result in pipeline.results():
         if duration is not None and result.t_s > float(duration) + 1e-9:

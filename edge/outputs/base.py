@@ -159,6 +159,26 @@ def _is_ok(result: Any) -> bool:
     return _attr(result, "status", "ok") == "ok"
 
 
+#: Reason codes (edge.results.Reason values) in words, for pictures a person reads.
+REASON_WORDS = {
+    "warming_up": "window filling",
+    "no_face": "no face",
+    "low_pulse_quality": "weak pulse",
+    "no_contact_sensor": "no contact sensor",
+    "contact_gap": "sensor gap",
+    "contact_units": "sensor units wrong",
+    "model_input_missing": "model inputs incomplete",
+}
+
+
+def _reason_words(result: Any) -> str:
+    """The result's reasons in words (:data:`REASON_WORDS`; unknown codes as they are)."""
+    reasons = _attr(result, "reasons")
+    if reasons is None:
+        reasons = [_attr(result, "reason")] if _attr(result, "reason") else []
+    return ", ".join(REASON_WORDS.get(str(r), str(r)) for r in reasons) or "?"
+
+
 def _reason_text(result: Any) -> str:
     reasons = _attr(result, "reasons")
     if reasons is None:

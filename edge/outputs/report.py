@@ -122,7 +122,14 @@ class SessionReportWriter(Writer):
             # Each column normalised to its peak: the ridge shows at any pulse strength.
             s = sxx[band]
             s = s / np.maximum(s.max(axis=0, keepdims=True), 1e-300)
-            ax.pcolormesh(tt + pt[0], f[band] * 60.0, s, shading="nearest", cmap="magma")
+            # Each column is stamped at the END of its segment, as every result is stamped at the
+            # end of its window, so the ridge and the heart-rate track below share one time axis.
+            mesh = ax.pcolormesh(tt + pt[0] + nper / (2.0 * fs), f[band] * 60.0, s, shading="nearest",
+                                 cmap="magma", vmin=0.0, vmax=1.0)
+            cax = ax.inset_axes([1.01, 0.0, 0.012, 1.0])
+            bar = ax.figure.colorbar(mesh, cax=cax)
+            bar.set_label("power / column peak", fontsize="x-small")
+            bar.ax.tick_params(labelsize="x-small")
         else:
             ax.text(0.5, 0.5, "pulse too short for a TFR", ha="center", va="center", transform=ax.transAxes)
         ax.set_ylim(lo_hz * 60.0, hi_hz * 60.0)
@@ -135,19 +142,33 @@ class SessionReportWriter(Writer):
             if np.any(np.isfinite(chr_)):
                 ax.plot(t, chr_, "s-", ms=3, color="tab:blue", label="contact")
             if n_unknown:
-                ymin = np.nanmin(np.concatenate([hr[np.isfinite(hr)], chr_[np.isfinite(chr_)], [60.0]]))
-                ax.plot(t[~ok], np.full(n_unknown, ymin), "x", color="tab:orange", label="unknown")
-            ax.legend(loc="upper right", fontsize="small")
+                # Unknown results are a status band over their hop, never a value on the axis.
+                hop = float(np.median(np.diff(t))) if t.size > 1 else 1.0
+                for k, tk in enumerate(t[~ok]):
+                    ax.axvspan(tk - hop, tk, color="tab:orange", alpha=0.18, lw=0,
+                               label="unknown" if k == 0 else None)
+            values = np.concatenate([hr[ok & np.isfinite(hr)], chr_[np.isfinite(chr_)]])
+            if values.size:
+                # At least 20 bpm tall, so a 4 bpm spread does not fill the panel.
+                mid = 0.5 * (float(values.min()) + float(values.max()))
+                half = max(10.0, 0.5 * (float(values.max()) - float(values.min())) + 2.0)
+                ax.set_ylim(mid - half, mid + half)
+            _legend_outside(ax)
         ax.set_ylabel("heart rate (bpm)")
 
         ax = axes[3]
         if t.size:
             ax.plot(t, col(3), "-", color="tab:purple", label="valence")
             ax.plot(t, col(4), "-", color="tab:red", label="arousal")
-            ax.legend(loc="upper right", fontsize="small")
+            _legend_outside(ax)
         ax.axhline(0.5, color="0.7", lw=0.8)
         ax.set_ylim(0.0, 1.0)
         ax.set_ylabel("P(high)")
         ax.set_xlabel("session time (s)")
-        fig.subplots_adjust(left=0.08, right=0.98, top=0.94, bottom=0.06, hspace=0.15)
+        fig.subplots_adjust(left=0.08, right=0.86, top=0.94, bottom=0.06, hspace=0.15)
         return fig
+
+
+def _legend_outside(ax) -> None:
+    # Right of the panel, so it never covers the latest data.
+    ax.legend(loc="upper left", bbox_to_anchor=(1.005, 1.0), fontsize="x-small", frameon=False, borderaxespad=0.0)

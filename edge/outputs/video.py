@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from edge.outputs.base import Writer, _attr, _finite_or_none, _is_ok, _prob_high, _reason_text
+from edge.outputs.base import Writer, _attr, _finite_or_none, _is_ok, _prob_high, _reason_words
 from firmware_bridge.errors import BadInputError, ConfigError, DeviceError
 
 
@@ -289,7 +289,7 @@ class AnnotatedVideoWriter(Writer):
             if chr_ is not None:
                 lines[0] += f"   contact {chr_:5.1f} bpm"
             if not ok:
-                lines.append(f"unknown: {_reason_text(r)}")
+                lines.append(f"unknown: {_reason_words(r)}")
         for i, text in enumerate(lines[:3]):
             cv2.putText(img, text, (8, line_h * (i + 1) - 4), font, scale, _WHITE if i < 2 else _AMBER,
                         thick, cv2.LINE_AA)
@@ -308,10 +308,19 @@ class AnnotatedVideoWriter(Writer):
             cv2.polylines(img, [pts], False, colour, thick, cv2.LINE_AA)
         cv2.putText(img, "pulse", (6, y0 + int(16 * scale / 0.5)), font, scale * 0.8, _GREY, 1, cv2.LINE_AA)
 
-        # Right: valence / arousal bars of P(high), filled from the bottom.
+        # Right: valence / arousal bars of P(high), filled from the bottom, on a 0 - 0.5 - 1
+        # scale (ticks and numbers left of the bars; the 0.5 line is the decision threshold),
+        # each bar's value printed under it.
         bar_w = max(10, w // 32)
         bar_h = max(40, h // 3)
-        bottom = y0 - 10
+        bottom = y0 - 10 - line_h
+        small = scale * 0.7
+        x_first = w - 2 * (bar_w + 10)
+        for frac, tick in ((1.0, "1"), (0.5, ".5"), (0.0, "0")):
+            y = bottom - int(round(frac * bar_h))
+            cv2.line(img, (x_first - 4, y), (w - 10, y), _GREY, 1)
+            (tw, th), _ = cv2.getTextSize(tick, font, small, 1)
+            cv2.putText(img, tick, (x_first - 6 - tw, y + th // 2), font, small, _GREY, 1, cv2.LINE_AA)
         for k, (label, key) in enumerate((("V", "valence_prob"), ("A", "arousal_prob"))):
             x1 = w - (2 - k) * (bar_w + 10)
             cv2.rectangle(img, (x1, bottom - bar_h), (x1 + bar_w, bottom), _GREY, 1)
@@ -319,7 +328,11 @@ class AnnotatedVideoWriter(Writer):
             if p is not None:
                 top = bottom - int(round(np.clip(p, 0.0, 1.0) * bar_h))
                 cv2.rectangle(img, (x1 + 1, top), (x1 + bar_w - 1, bottom - 1), colour, -1)
+            value = "--" if p is None else f"{p:.2f}"[1:] if p < 1 else "1.0"
+            cv2.putText(img, value, (x1 - 2, bottom + line_h - 4), font, small, _WHITE, 1, cv2.LINE_AA)
             cv2.putText(img, label, (x1, bottom - bar_h - 6), font, scale, _WHITE, thick, cv2.LINE_AA)
+        cv2.putText(img, "P(high)", (x_first - 6, bottom - bar_h - 6 - line_h), font, small, _GREY, 1,
+                    cv2.LINE_AA)
 
 
 def _cv2():

@@ -70,7 +70,7 @@ def test_replay_writes_every_output_and_prints_a_table(recording, bundle, tmp_pa
                    monkeypatch=monkeypatch)
     assert code == 0
     table = capsys.readouterr().out.splitlines()
-    assert table[0].split()[:3] == ["t_s", "status", "HR"] and len(table) == 13
+    assert table[0].split()[:3] == ["t_s", "status", "HR[bpm]"] and len(table) == 13
     lines = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(lines) == 12 and "window" in lines[-1]["latency_ms"]
     assert (tmp_path / "r.csv").read_text().splitlines()[0].startswith("t_s,")
@@ -162,6 +162,9 @@ def test_demo_streams_and_writes_video_and_report(bundle, tmp_path, monkeypatch,
     assert rows[0].split()[:2] == ["t_s", "status"] and [r.split()[0] for r in rows[1:]] == [
         f"{k}.0" for k in range(1, 5)]
     assert "CRC errors" in out.err and "0 dropped" in out.err
+    # units in the table's header, a one-line legend of the columns on stderr
+    assert all(u in rows[0] for u in ("HR[bpm]", "cHR[bpm]", "SDNN[ms]", "EDA[uS]"))
+    assert sum("columns: HR heart rate" in line for line in out.err.splitlines()) == 1
     lines = (tmp_path / "demo" / "results.jsonl").read_text().splitlines()
     assert len(lines) == 4 and json.loads(lines[-1])["face_present"] is True
     assert (tmp_path / "demo" / "report.png").stat().st_size > 10_000

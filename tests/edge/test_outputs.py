@@ -396,6 +396,39 @@ def test_report_is_a_png_of_the_asked_size(tmp_path, n):
     assert _png_size(path) == (900, 700)
 
 
+def test_report_draws_unknown_as_a_band_with_legends_outside_and_a_colour_bar(tmp_path):
+    results = make_results(12)  # every 4th unknown; rPPG 72-77.5 bpm, contact 71.5
+    w = SessionReportWriter(tmp_path / "r.png", size_px=(900, 700), dpi=100)
+    for r in results:
+        w.write(r)
+    fig = w.figure()
+    pulse_ax, tfr_ax, hr_ax, va_ax = fig.axes[:4]
+    n_unknown = sum(r.status == "unknown" for r in results)
+    # No marker stands for an unknown result; each gets a shaded band over its hop instead.
+    assert not any(line.get_marker() == "x" for line in hr_ax.get_lines())
+    assert len(hr_ax.patches) == n_unknown
+    lo, hi = hr_ax.get_ylim()
+    assert hi - lo >= 20.0  # a 6 bpm spread is not blown up to fill the panel
+    # Legends sit right of their panels, never over the data.
+    fig.canvas.draw()
+    for ax in (hr_ax, va_ax):
+        legend = ax.get_legend()
+        assert legend is not None
+        assert legend.get_window_extent().x0 >= ax.get_window_extent().x1 - 1
+    assert "unknown" in [t.get_text() for t in hr_ax.get_legend().get_texts()]
+    # The spectrogram has a colour bar (an inset axes) with a label.
+    assert tfr_ax.child_axes and "peak" in tfr_ax.child_axes[0].get_ylabel()
+
+
+def test_unknown_reasons_are_words_on_the_video():
+    from edge.outputs.base import REASON_WORDS, _reason_words
+    from edge.results import Reason
+
+    assert set(REASON_WORDS) == {r.value for r in Reason}
+    r = make_results(4)[3]
+    assert _reason_words(r) == "no face"
+
+
 def test_pulse_history_stitches_overlapping_windows_without_repeats():
     hist = outputs._PulseHistory()
     results = make_results(6)
