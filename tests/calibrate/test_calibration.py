@@ -24,11 +24,13 @@ from firmware_bridge.errors import BadInputError, ConfigError
 FEAT_DIM = 64
 
 
-def _contract_graph(path):
-    """A tiny real graph over the contract inputs face_clip, tfr, contact, contact_level:
-    global means -> MatMul -> Softmax for both heads."""
+def _contract_graph(path, face_feats: bool = False):
+    """A tiny real graph over the contract inputs face_clip, tfr, contact, contact_level (and
+    face_feats): global means -> MatMul -> Softmax for both heads."""
     rng = np.random.default_rng(0)
     ins = [("face_clip", [8, 3, 32, 32]), ("tfr", [1, 32, 32]), ("contact", [2, 1920]), ("contact_level", [2])]
+    if face_feats:
+        ins.append(("face_feats", [120, FEAT_DIM]))
     nodes, feats = [], []
     for name, shape in ins:
         axes = list(range(2, len(shape) + 1))
@@ -38,7 +40,7 @@ def _contract_graph(path):
         else:
             feats.append(name)
     nodes.append(helper.make_node("Concat", feats, ["feat"], axis=1))
-    width = 8 + 1 + 2 + 2
+    width = 8 + 1 + 2 + 2 + (120 if face_feats else 0)
     inits, outs = [], []
     for head in ("valence", "arousal"):
         inits.append(numpy_helper.from_array(rng.normal(size=(width, 2)).astype(np.float32), f"w_{head}"))
@@ -76,7 +78,7 @@ def _spec(name, shape):
 def write_bundle(root, preprocessing=None, with_face_feats=False):
     """A bundle folder with the contract's inputs and PREPROCESSING in its manifest."""
     root.mkdir(parents=True, exist_ok=True)
-    ins = _contract_graph(root / "model.onnx")
+    ins = _contract_graph(root / "model.onnx", face_feats=with_face_feats)
     files = {"model.onnx": {"sha256": sha256_file(root / "model.onnx"), "role": "model"}}
     inputs = [_spec(n, s) for n, s in ins]
     if with_face_feats:
@@ -84,7 +86,6 @@ def write_bundle(root, preprocessing=None, with_face_feats=False):
         files["face_encoder.onnx"] = {"sha256": sha256_file(root / "face_encoder.onnx"), "role": "face_encoder",
                                       "inputs": [_spec("face_crop", [3, 32, 32])],
                                       "outputs": [_spec("face_feat", [FEAT_DIM])]}
-        inputs.append(_spec("face_feats", [120, FEAT_DIM]))  # declared only; the graph does not use it
     prob = "softmax probabilities [low, high]"
     manifest = {
         "schema_version": 1, "model": {"name": "contract-test", "version": "t1"},
