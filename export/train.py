@@ -414,7 +414,8 @@ def _model_config(cfg: TrainConfig, n_subjects: int) -> dict:
     if cfg.model in USES_FACE_ENCODER:
         # The face encoder's size: inside the model (PromptFusion, the face baseline) or, for
         # MVP, the width of the face features its separate encoder produces.
-        if "encoder" in params:
+        # (A model that forwards **kwargs to PromptFusion takes ``encoder`` too.)
+        if "encoder" in params or any(v.kind is inspect.Parameter.VAR_KEYWORD for v in params.values()):
             config.setdefault("encoder", cfg.encoder_config())
         elif "feat_dim" in params:
             config.setdefault("feat_dim", int(cfg.encoder_config()["dim"]))

@@ -18,6 +18,8 @@ from firmware_bridge.errors import ConfigError, require
 # The keys of export.models.ENCODER_PRESETS, written out so that the parser needs no torch
 # (a test keeps the two equal).
 ENCODER_SIZES = ("tiny", "small")
+# The keys of export.models.MODELS, likewise.
+MODEL_NAMES = ("contact", "face", "mvp", "promptfusion", "promptfusion_mm", "promptfusion_noinv", "rppg")
 
 
 def register(subparsers) -> None:
@@ -28,7 +30,7 @@ def register(subparsers) -> None:
         "the final model on all subjects and write checkpoint.pt + metrics.json.",
     )
     p.add_argument("--model", required=True,
-                   choices=["promptfusion", "promptfusion_noinv", "mvp", "face", "rppg", "contact"],
+                   choices=MODEL_NAMES,
                    help="model to train")
     p.add_argument("--data", default="synth", metavar="SPEC",
                    help="synth[:preset=tiny|default,subjects=N,trials=N,seed=N], deap:DIR, mahnob:DIR, "

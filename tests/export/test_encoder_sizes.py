@@ -40,6 +40,9 @@ _cli = run_command
 
 def test_cli_choices_are_the_presets():
     assert set(train_cmd.ENCODER_SIZES) == set(ENCODER_PRESETS)
+    from export.models import MODELS
+
+    assert set(train_cmd.MODEL_NAMES) == set(MODELS)
     for name, cfg in ENCODER_PRESETS.items():
         enc = FaceEncoder(**cfg)
         assert enc.n_tokens == 64, name  # both sizes keep the contract's 64 tokens
