@@ -158,7 +158,7 @@ class QuantConfig:
         percentile: the percentile for ``method="percentile"``.
         batch_size: windows per calibration run (default 4: ONNX Runtime's calibrator holds every
             intermediate tensor of a run; measured on the default bundle, 16 windows per run
-            peaked at 1575 MiB resident, 4 at 1421 MiB, docs/QUANTIZATION.md).
+            peaked at 1575 MiB resident, 4 at 1421 MiB in a phase measurement; docs/QUANTIZATION.md).
         quantizer: ``"ort"`` (onnxruntime.quantization) or ``"modelopt"`` (nvidia-modelopt).
     """
 
