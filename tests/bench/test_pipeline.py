@@ -205,24 +205,36 @@ def test_thread_cpu_is_charged_to_the_thread_that_spent_it():
     import threading
     import time
 
+    spun, release = threading.Event(), threading.Event()
+
     def spin():
         t0 = time.thread_time()
         while time.thread_time() - t0 < 0.3:
             pass
+        spun.set()
+        release.wait(10.0)  # stay alive (and listed) until the last reading is taken
+
+    def rest():
+        time.sleep(0.3)
+        release.wait(10.0)
 
     busy = threading.Thread(target=spin, name="bench-test-busy")
-    idle = threading.Thread(target=time.sleep, args=(0.3,), name="bench-test-idle")
+    idle = threading.Thread(target=rest, name="bench-test-idle")
     busy.start()
     idle.start()
     seen: dict[str, float] = {}
-    while busy.is_alive() or idle.is_alive():
+    try:
+        while not spun.is_set():
+            time.sleep(0.02)
+        time.sleep(0.35)  # the idle thread has slept its 0.3 s too
         for name, cpu_s in host.thread_cpu_s().values():
-            seen[name] = max(seen.get(name, 0.0), cpu_s)
-        time.sleep(0.02)
-    busy.join()
-    idle.join()
-    # /proc counts clock ticks (10 ms); the last reading may come up to one poll before the end.
-    assert seen["bench-test-busy"] >= 0.2
+            seen[name] = cpu_s
+    finally:
+        release.set()
+        busy.join()
+        idle.join()
+    # /proc counts clock ticks (10 ms); both threads are still alive at the reading.
+    assert seen["bench-test-busy"] >= 0.25
     assert seen["bench-test-idle"] <= 0.05
     assert "MainThread" in seen
 
