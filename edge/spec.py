@@ -27,7 +27,7 @@ import dataclasses
 import inspect
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from edge.signals.roi import FACE_ROI_FRACTIONS, SKIN_RULES
@@ -315,7 +315,7 @@ class Preprocessing:
     rppg: RppgSpec
     tfr: TfrSpec
     contact: ContactSpec
-    contact_level: LevelSpec = field(compare=True)
+    contact_level: LevelSpec
 
     # -- parsing -------------------------------------------------------------------------------
 

@@ -45,6 +45,7 @@ from export.models import (
     CHECKPOINT_FORMAT, LABELS, MODELS, USES_FACE_ENCODER, EmotionModel, FaceEncoder,
     build_model, count_flops, count_parameters, encoder_preset, face_feats_from_crops,
 )
+from export.faces.data import sampling_weights
 from export.mixed import fit_temperature, mix_inputs, still_inputs, still_training_set
 from export.pretrain import clips_for_pretraining, load_face_encoder, pretrain_face_encoder, save_face_encoder
 from firmware_bridge.errors import BadInputError, ConfigError
@@ -675,8 +676,6 @@ def still_sampling_weights(stills) -> np.ndarray:
     """Per-photo weights: every identity counts once within its expression class, and classes
     by the square root of their size (rare negative expressions are drawn far more often than
     their share, without one photo of contempt dominating)."""
-    from export.faces.data import sampling_weights
-
     expr = np.array([f"{v}:{a}" for v, a in zip(stills.valence, stills.arousal)])
     return np.asarray(sampling_weights(expr, stills.identity), np.float64)
 
