@@ -64,6 +64,8 @@ def register(subparsers) -> None:
                    help="a faces folder (labels.csv + images/): its training identities' photos join the final "
                         "model as face-only samples, its validation identities fit the probability temperatures "
                         "(promptfusion_mm)")
+    p.add_argument("--stills-per-epoch", type=int, default=1024, metavar="N",
+                   help="still photos drawn per epoch of the final model with --stills (default 1024)")
     p.add_argument("--no-final", action="store_true", help="cross-validate only; write no checkpoint")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
@@ -95,7 +97,7 @@ def run(args) -> int:
         patience=args.patience, batch_size=args.batch_size, lr=args.lr,
         pretrain_steps=args.pretrain_steps, seed=args.seed, device=args.device, threads=args.threads,
         final=not args.no_final, augment=args.augment, progress=not args.quiet and sys.stderr.isatty(),
-        encoder=args.encoder, face_encoder=args.face_encoder or "", stills=args.stills or "",
+        encoder=args.encoder, face_encoder=args.face_encoder or "", stills=args.stills or "", stills_per_epoch=args.stills_per_epoch,
     )
     cfg.validate()
     windows = load_dataset(args.data, cache_dir=cache_dir, workers=args.workers,

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from edge.affect import identity_split
 from edge.spec import DEFAULT, Preprocessing
 from export.data.preprocess import EmotionWindows, Window, windows_from_session
 from firmware_bridge.errors import BadInputError, ConfigError
@@ -42,7 +43,8 @@ __all__ = ["GENERATOR_VERSION", "SYNTH_PRESETS", "SynthConfig", "SynthTrial", "b
 log = logging.getLogger(__name__)
 
 #: Bumped whenever the generator changes what it produces: part of the cache key.
-GENERATOR_VERSION = "emofuse-synth/2"
+#: 3: subjects never take a real-face test identity.
+GENERATOR_VERSION = "emofuse-synth/3"
 
 #: Named sizes: ``default`` is the contract's dataset; ``tiny`` is for tests (one trial per
 #: valence x arousal quadrant, four subjects); ``small`` for quick experiments.
@@ -72,7 +74,8 @@ class SynthConfig:
     Identity and skin tone:
         faces: a folder of face photos (``firmware_bridge.sim.faces.FaceLibrary``: e.g.
             ``../shared/data/faces``); each subject gets its own identity (distinct while there
-            are enough, a seeded permutation of the folder's neutral identities). None = every
+            are enough, a seeded permutation of the folder's neutral identities outside the
+            real-face test split, :func:`edge.affect.identity_split`). None = every
             subject is the astronaut photo. Either way subjects' skin tones are spread over the
             10 Monk tones (a seeded rotation: tone = 1 + (subject + offset) mod 10).
 
@@ -183,9 +186,12 @@ def _identity_and_tone(cfg: SynthConfig, subject: int) -> tuple[int | None, int]
     if cfg.faces is None:
         return None, tone
 
-    n = len(face_library(cfg.faces))
-    # A seeded permutation: distinct identities for up to n subjects, then they repeat.
-    return int(rng.permutation(n)[subject % n]), tone
+    lib = face_library(cfg.faces)
+    # Identities of the real-face test split (edge.affect.identity_split) never become synthetic
+    # subjects: a model trained on the corpus must not have seen the people it is scored on.
+    pool = [i for i, (_, ident) in enumerate(lib.entries) if identity_split(ident) != "test"] or list(range(len(lib)))
+    # A seeded permutation: distinct identities for up to len(pool) subjects, then they repeat.
+    return int(pool[int(rng.permutation(len(pool))[subject % len(pool)])]), tone
 
 
 def _subject_params(cfg: SynthConfig, subject: int) -> dict:

@@ -216,6 +216,18 @@ def evaluate(encoder: FaceEncoder, heads: AffectHeads, fs: FaceSet, frames_only:
     return out
 
 
+def evaluate_synthetic(encoder: FaceEncoder, heads: AffectHeads, syn, frames_only: bool = False) -> dict:
+    """Balanced accuracies of the V/A heads on generator-warped faces
+    (:class:`export.faces.synthetic.SyntheticStills`), each base identity weighted equally."""
+    pred = predict(encoder, heads, syn.crops, frames_only=frames_only)
+    out = {}
+    for axis, p, y in (("valence", pred["valence"], syn.valence), ("arousal", pred["arousal"], syn.arousal)):
+        keep = y >= 0
+        if keep.sum() and len(np.unique(y[keep])) == 2:
+            out[f"{axis}_bal_acc"] = balanced_accuracy(y[keep], (p[keep] >= 0.5).astype(np.int64), syn.identity[keep])
+    return out
+
+
 def _objective(m: dict) -> float:
     h = m["heads"]
     return 0.5 * (h.get("valence_bal_acc", 0.0) + h.get("arousal_bal_acc", 0.0))
@@ -226,7 +238,8 @@ def train(fs: FaceSet, *, epochs: int = 10, batch_size: int = 64, lr: float = 8e
           va_weight: float = 1.0, label_smoothing: float = 0.1, class_power: float = 0.5,
           steps_per_epoch: int | None = None, max_steps: int | None = None, init: str | None = None,
           teacher=None, log_every: int = 50, time_budget_s: float | None = None,
-          tied_time: bool = True, on_epoch=None) -> tuple[FaceEncoder, AffectHeads, dict]:
+          tied_time: bool = True, on_epoch=None, synthetic=None, synthetic_val=None,
+          synthetic_fraction: float = 0.2) -> tuple[FaceEncoder, AffectHeads, dict]:
     """Train encoder + heads on ``fs``'s ``"train"`` rows, choose the epoch on its ``"val"`` rows.
 
     Args:
@@ -251,6 +264,11 @@ def train(fs: FaceSet, *, epochs: int = 10, batch_size: int = 64, lr: float = 8e
             encoder is tied, so its full-clip output on a still equals what was trained.
             False: every step runs the full 8-frame clip and learns per-slice positions.
         on_epoch: callable(encoder, heads, history) after every epoch (checkpointing).
+        synthetic: optional :class:`export.faces.synthetic.SyntheticStills` (generator-warped
+            faces of train identities): ``synthetic_fraction`` of every batch is drawn from
+            them, with the valence / arousal terms only (no expression label, no teacher).
+        synthetic_val: optional held-out SyntheticStills (validation identities), scored each
+            epoch for the log; the epoch is still chosen on real photos only.
     Returns:
         (encoder, heads, history) - the validation-best weights, in eval mode.
     Raises:
@@ -305,6 +323,19 @@ def train(fs: FaceSet, *, epochs: int = 10, batch_size: int = 64, lr: float = 8e
     val_t, aro_t = torch.from_numpy(tr.valence), torch.from_numpy(tr.arousal)
     history = {"epochs": [], "steps": 0, "seed": seed, "train_images": len(tr), "val_images": len(va),
                "steps_per_epoch": spe, "steps_planned": total, "time_budget_s": time_budget_s}
+    n_syn = 0
+    if synthetic is not None and len(synthetic):
+        if not 0.0 <= synthetic_fraction < 1.0:
+            raise ConfigError(f"synthetic_fraction must be in [0, 1), got {synthetic_fraction}")
+        if tuple(synthetic.crops.shape[1:3]) != (encoder.size, encoder.size):
+            raise ConfigError(f"synthetic crops are {synthetic.crops.shape[1:3]} but the encoder reads {encoder.size} px")
+        n_syn = int(round(batch_size * synthetic_fraction))
+        syn_rows = np.flatnonzero((synthetic.valence >= 0) | (synthetic.arousal >= 0))
+        syn_crops = torch.from_numpy(synthetic.crops)
+        syn_v, syn_a = torch.from_numpy(synthetic.valence), torch.from_numpy(synthetic.arousal)
+        history["synthetic_images"] = len(synthetic)
+        history["synthetic_fraction"] = synthetic_fraction
+    n_real = batch_size - n_syn
     best, best_state = -math.inf, None
     t0 = time.perf_counter()
     step = 0
@@ -318,19 +349,25 @@ def train(fs: FaceSet, *, epochs: int = 10, batch_size: int = 64, lr: float = 8e
                 break
             for g in opt.param_groups:
                 g["lr"] = g["base_lr"] * min(1.0, (step + 1) / warm) * 0.5 * (1 + math.cos(math.pi * frac))
-            idx = torch.from_numpy(rng.choice(len(tr), size=batch_size, p=probs))
-            x = augment(to_float(crops[idx]), colour[idx], gen)
+            idx = torch.from_numpy(rng.choice(len(tr), size=n_real, p=probs))
+            raw, col, tv, ta = to_float(crops[idx]), colour[idx], val_t[idx], aro_t[idx]
+            if n_syn:
+                sidx = torch.from_numpy(rng.choice(syn_rows, size=n_syn))
+                raw = torch.cat([raw, to_float(syn_crops[sidx])])
+                col = torch.cat([col, torch.ones(n_syn, dtype=torch.bool)])
+                tv, ta = torch.cat([tv, syn_v[sidx]]), torch.cat([ta, syn_a[sidx]])
+            x = augment(raw, col, gen)
             out = heads(encoder.encode_frames(x) if tied_time else encoder(still_clip(x, encoder.frames)))
-            ce = F.cross_entropy(out["expression"], expr_t[idx], label_smoothing=label_smoothing)
-            loss_va = 0.5 * (_balanced_bce(out["valence"], val_t[idx]) + _balanced_bce(out["arousal"], aro_t[idx]))
+            ce = F.cross_entropy(out["expression"][:n_real], expr_t[idx], label_smoothing=label_smoothing)
+            loss_va = 0.5 * (_balanced_bce(out["valence"], tv) + _balanced_bce(out["arousal"], ta))
             loss = ce + va_weight * loss_va
             kd = torch.zeros(())
             if distill_weight > 0:
                 from export.faces.teacher import teacher_input
 
                 with torch.no_grad():
-                    t_logits = teacher(teacher_input((x * 255.0).permute(0, 2, 3, 1)), logits=True)
-                kd = F.kl_div(F.log_softmax(out["distill"] / temperature, -1),
+                    t_logits = teacher(teacher_input((x[:n_real] * 255.0).permute(0, 2, 3, 1)), logits=True)
+                kd = F.kl_div(F.log_softmax(out["distill"][:n_real] / temperature, -1),
                               F.softmax(t_logits / temperature, -1), reduction="batchmean") * temperature ** 2
                 loss = loss + distill_weight * kd
             opt.zero_grad(set_to_none=True)
@@ -352,6 +389,8 @@ def train(fs: FaceSet, *, epochs: int = 10, batch_size: int = 64, lr: float = 8e
         if len(va):
             rec["val"] = evaluate(encoder, heads, va, frames_only=tied_time)
             score = _objective(rec["val"])
+        if synthetic_val is not None and len(synthetic_val):
+            rec["val_synthetic"] = evaluate_synthetic(encoder, heads, synthetic_val, frames_only=tied_time)
         else:
             score = -rec["loss"]
         rec["objective"] = score
@@ -436,6 +475,10 @@ def main(argv=None) -> int:
     ap.add_argument("--time-budget-s", type=float, default=None,
                     help="wall-time budget of the training loop: the schedule anneals by time or steps, "
                          "whichever is further, and stops at the budget (not bit-reproducible)")
+    ap.add_argument("--synthetic", type=int, default=0,
+                    help="also train the valence / arousal heads on N generator-warped faces of train identities "
+                         "(export.faces.synthetic), so synthetic sessions' expressions are readable")
+    ap.add_argument("--synthetic-fraction", type=float, default=0.2, help="share of each batch that is synthetic")
     ap.add_argument("--cache", default=None, help="crop cache .npz (default OUT/crops_<size>.npz)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -459,6 +502,15 @@ def main(argv=None) -> int:
     metrics["teacher"]["test_detected"] = _teacher_scores(fs.subset((fs.split == "test") & fs.detected), teacher)
     log.info("teacher: %s", json.dumps(metrics["teacher"]))
 
+    synthetic = synthetic_val = None
+    if args.synthetic > 0:
+        from export.faces.synthetic import render_stills
+
+        synthetic = render_stills(args.data, args.synthetic, size, seed=args.seed)
+        synthetic_val = render_stills(args.data, max(200, args.synthetic // 10), size, seed=args.seed + 1, split="val")
+        metrics["synthetic"] = {"train": len(synthetic), "val": len(synthetic_val),
+                                "fraction": args.synthetic_fraction}
+
     def checkpoint(enc, hd, hist):
         (out / "history.json").write_text(json.dumps(hist, indent=1))
 
@@ -466,11 +518,14 @@ def main(argv=None) -> int:
                                  preset=args.preset, distill_weight=args.distill_weight,
                                  temperature=args.temperature, class_power=args.class_power, init=args.init,
                                  teacher=teacher, max_steps=args.max_steps, time_budget_s=args.time_budget_s, tied_time=not args.untied_time,
-                                 on_epoch=checkpoint)
+                                 on_epoch=checkpoint, synthetic=synthetic, synthetic_val=synthetic_val,
+                                 synthetic_fraction=args.synthetic_fraction)
     metrics["history"] = hist
     metrics["test"] = evaluate(encoder, heads, fs.subset(fs.split == "test"))
     metrics["test_detected"] = evaluate(encoder, heads, fs.subset((fs.split == "test") & fs.detected))
     metrics["val"] = hist["epochs"][hist["best_epoch"]].get("val")
+    if synthetic_val is not None:
+        metrics["val_synthetic"] = evaluate_synthetic(encoder, heads, synthetic_val)
     save(encoder, heads, out / "face_encoder.pt", hist, {"metrics": {"test": metrics["test"], "test_detected": metrics["test_detected"]}})
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
     log.info("test: %s", json.dumps(metrics["test"]))

@@ -34,8 +34,14 @@ PIXEL_STD = 0.25
 #: the preprocessing's ``face.crop_size``: training data and the device follow it.
 ENCODER_PRESETS: dict[str, dict] = {
     "tiny": {"frames": 8, "size": 32, "tubelet": (2, 8, 8), "dim": 64, "depth": 4, "heads": 4},
-    "small": {"frames": 8, "size": 64, "tubelet": (2, 16, 16), "dim": 192, "depth": 4, "heads": 3},
+    "small": {"frames": 8, "size": 64, "tubelet": (2, 16, 16), "dim": 192, "depth": 4, "heads": 3,
+              "stem": "conv"},
 }
+
+#: Token embeddings a FaceEncoder can have (``stem``): ``patch`` cuts each tubelet and projects
+#: it linearly (ViViT); ``conv`` runs a small stride-2 convolution stack on every frame first
+#: (see :class:`ConvStem`).
+STEMS = ("patch", "conv")
 
 
 def encoder_preset(name: str) -> dict:
@@ -121,6 +127,51 @@ class CrossBlock(nn.Module):
         return x + self.mlp(self.norm2(x))
 
 
+class ConvStem(nn.Module):
+    """Convolutional tubelet embedding: (B, T, 3, S, S) in normalised pixels -> (B, dim, t, h, w).
+
+    Every frame goes through 3x3 stride-2 convolutions with ReLU (3 -> c -> 2c -> 4c channels,
+    each halving the side) until one more halving reaches a tubelet's spatial cell; the last
+    layer then reads each 2x2 cell of ``tt`` consecutive frames (a Conv2d over the frames
+    stacked in channels) and writes one ``dim``-wide token, so the token grid is exactly the
+    patch embedding's. Early convolutions let a ViT see local edges that a single linear
+    projection of a 16x16 patch must learn from scratch: Xiao et al. 2021, "Early Convolutions
+    Help Transformers See Better", NeurIPS - they matter most when training data are few, as
+    with eleven thousand face photos. No normalisation layer: a frozen encoder inside a model
+    that is put in train mode must not change (BatchNorm statistics would). Only Conv2d,
+    ReLU and reshapes, so INT8 quantisation and ONNX opset 17 take it as it is.
+    """
+
+    def __init__(self, dim: int, tubelet: tuple[int, int, int], width: int = 32):
+        super().__init__()
+        tt, th, tw = tubelet
+        if th != tw or th < 4 or th & (th - 1):
+            raise ConfigError(f"a conv stem needs square power-of-two tubelets of at least 4 px, got {tubelet}")
+        layers, c_in, c = [], 3, int(width)
+        for _ in range(int(math.log2(th)) - 1):
+            layers += [nn.Conv2d(c_in, c, 3, stride=2, padding=1), nn.ReLU()]
+            c_in, c = c, 2 * c
+        self.frames_in = nn.Sequential(*layers)
+        self.tt = tt
+        self.c_out = c_in
+        self.proj = nn.Conv2d(tt * c_in, dim, kernel_size=2, stride=2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t = x.shape[0], x.shape[1]
+        f = self.frames_in(x.reshape(-1, x.shape[2], x.shape[3], x.shape[4]))  # (B*T, c, h', w')
+        h, w = f.shape[2], f.shape[3]
+        f = f.reshape(-1, self.tt * self.c_out, h, w)  # tt consecutive frames in channels
+        y = self.proj(f)  # (B*T/tt, dim, h, w)
+        return y.reshape(b, t // self.tt, y.shape[1], y.shape[2], y.shape[3]).transpose(1, 2)
+
+    def still(self, x: torch.Tensor) -> torch.Tensor:
+        """The first temporal slice of a still clip, (B, 3, S, S) -> (B, dim, 1, h, w): the same
+        as :meth:`forward` on the frame repeated ``tt`` times, with the per-frame layers run once."""
+        f = self.frames_in(x)
+        y = self.proj(f.repeat(1, self.tt, 1, 1))
+        return y.unsqueeze(2)
+
+
 class FaceEncoder(nn.Module):
     """Tubelet ViT over a face clip; its pooled feature is the face representation.
 
@@ -129,6 +180,8 @@ class FaceEncoder(nn.Module):
         size: crop side in pixels (32).
         tubelet: (frames, height, width) of one tubelet, (2, 8, 8).
         dim, depth, heads, mlp_ratio: transformer sizes (64, 4, 4, 4).
+        stem: ``"patch"`` (a linear tubelet projection, the contract's) or ``"conv"``
+            (:class:`ConvStem`).
 
     Tokens are ordered time-major (t, y, x), so the first ``tokens_per_slice`` tokens are the
     first temporal slice; :meth:`encode_frames` uses only those positions.
@@ -143,20 +196,29 @@ class FaceEncoder(nn.Module):
         depth: int = 4,
         heads: int = 4,
         mlp_ratio: float = 4.0,
+        stem: str = "patch",
     ):
         super().__init__()
         tt, th, tw = (int(v) for v in tubelet)
         if frames % tt or size % th or size % tw:
             raise ConfigError(f"clip {frames}x{size}x{size} is not a whole number of {tubelet} tubelets")
+        if stem not in STEMS:
+            raise ConfigError(f"unknown encoder stem {stem!r}; choose one of {', '.join(STEMS)}")
         self.config = {
             "frames": int(frames), "size": int(size), "tubelet": [tt, th, tw],
             "dim": int(dim), "depth": int(depth), "heads": int(heads), "mlp_ratio": float(mlp_ratio),
         }
+        if stem != "patch":  # configs of patch encoders stay as they were (old checkpoints compare equal)
+            self.config["stem"] = stem
+        self.stem = stem
         self.frames, self.size, self.tubelet, self.dim = frames, size, (tt, th, tw), dim
         self.grid = (frames // tt, size // th, size // tw)
         self.tokens_per_slice = self.grid[1] * self.grid[2]
         self.n_tokens = self.grid[0] * self.tokens_per_slice
-        self.patch_embed = nn.Conv3d(3, dim, kernel_size=(tt, th, tw), stride=(tt, th, tw))
+        if stem == "conv":
+            self.patch_embed: nn.Module = ConvStem(dim, (tt, th, tw))
+        else:
+            self.patch_embed = nn.Conv3d(3, dim, kernel_size=(tt, th, tw), stride=(tt, th, tw))
         self.pos_embed = nn.Parameter(torch.zeros(1, self.n_tokens, dim))
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         self.blocks = nn.ModuleList(Block(dim, heads, mlp_ratio) for _ in range(depth))
@@ -174,7 +236,7 @@ class FaceEncoder(nn.Module):
             raise BadInputError(f"face crops must be (..., 3, {self.size}, {self.size}) for this encoder, "
                                 f"got {tuple(clip.shape)}")
         x = (clip - PIXEL_MEAN) / PIXEL_STD
-        x = self.patch_embed(x.transpose(1, 2))  # (B, D, t, h, w)
+        x = self.patch_embed(x) if self.stem == "conv" else self.patch_embed(x.transpose(1, 2))  # (B, D, t, h, w)
         n = x.shape[2] * x.shape[3] * x.shape[4]
         x = x.reshape(-1, self.dim, n).transpose(1, 2)
         return x + self.pos_embed[:, :n]
@@ -206,6 +268,13 @@ class FaceEncoder(nn.Module):
         Returns:
             float32 (B, dim).
         """
+        if self.stem == "conv" and not torch.jit.is_tracing():
+            if tuple(crops.shape[-3:]) != (3, self.size, self.size):
+                raise BadInputError(f"face crops must be (..., 3, {self.size}, {self.size}) for this encoder, "
+                                    f"got {tuple(crops.shape)}")
+            x = self.patch_embed.still((crops - PIXEL_MEAN) / PIXEL_STD)
+            x = x.reshape(-1, self.dim, self.tokens_per_slice).transpose(1, 2) + self.pos_embed[:, :self.tokens_per_slice]
+            return self.forward_tokens(x).mean(dim=1)
         clip = crops.unsqueeze(1).expand(-1, self.tubelet[0], -1, -1, -1)
         return self.forward_tokens(self.tokens(clip)).mean(dim=1)
 

@@ -312,6 +312,14 @@ def test_subjects_get_their_own_identity_from_a_faces_folder(tmp_path):
     assert len({t.sim.identity for t in first}) == 24
     assert all(t.sim.identity == first[t.subject].sim.identity for t in trials)
     assert [t.sim.identity for t in synth_trials(cfg) if t.trial == 0] == [t.sim.identity for t in first]
+    # No subject is a person of the real-face test split (those photos score the models).
+    from edge.affect import identity_split
+    from firmware_bridge.sim.faces import face_library
+
+    lib = face_library(str(_FACES))
+    assert all(identity_split(lib.entries[t.sim.identity][1]) != "test" for t in first)
+    many = synth_trials(SynthConfig(n_subjects=400, trials_per_subject=1, faces=str(_FACES)))
+    assert not any(identity_split(lib.entries[t.sim.identity][1]) == "test" for t in many)
     data = build_synth_dataset(config=SynthConfig(n_subjects=2, trials_per_subject=1, faces=str(_FACES)))
     subjects = data.meta["subjects"]
     assert subjects[0]["identity"] != subjects[1]["identity"] and subjects[0]["photo"].endswith(".jpg")
