@@ -1,4 +1,4 @@
-"""Spectral heart rate: simulate pulses of known rate, recover the rate, check SNR and quality."""
+"""Heart rate: simulate pulses of known rate, recover the rate, check SNR, quality and gaps."""
 from __future__ import annotations
 
 import numpy as np
@@ -64,8 +64,9 @@ def test_matches_scipy_periodogram_reference():
         x = _pulse(bpm, 25.0, 12.0, 0.8, rng)
         est = heart_rate(x, 25.0)
         hr_ref, snr_ref = heart_rate_ref(x, 25.0)
-        assert est.hr_bpm == pytest.approx(hr_ref, abs=1e-9)
+        assert est.spectral_bpm == pytest.approx(hr_ref, abs=1e-9)
         assert est.snr_db == pytest.approx(snr_ref, abs=1e-9)
+        assert heart_rate(x, 25.0, method="spectral").hr_bpm == pytest.approx(hr_ref, abs=1e-9)
 
 
 def test_track_follows_a_rate_step_and_reports_window_ends():
@@ -85,14 +86,99 @@ def test_track_follows_a_rate_step_and_reports_window_ends():
     assert tr.quality[k] == pytest.approx(single.quality, abs=1e-12)
 
 
-def test_track_marks_only_windows_holding_nan():
+def test_track_bridges_a_short_gap_and_blanks_only_windows_with_a_long_one():
     rng = np.random.default_rng(4)
-    x = _pulse(80, 30.0, 30.0, 0.3, rng)
-    x[450] = np.nan  # at 15 s: windows ending 16..25 s include it
-    tr = hr_track(x, 30.0)
+    fs = 30.0
+    x = _pulse(80, fs, 40.0, 0.3, rng)
+    x[450] = np.nan  # one sample at 15 s: bridged
+    x[600:621] = np.nan  # 0.7 s at 20 s: bridged
+    x[900:960] = np.nan  # 2 s at 30 s: longer than max_gap_s = 1 s
+    tr = hr_track(x, fs)
     bad = np.isnan(tr.hr_bpm)
-    np.testing.assert_array_equal(bad, (tr.t_s > 15.0) & (tr.t_s - 10.0 <= 15.0))
+    # A window is blank when it holds more than 1 s (30 samples) of the 2-s run.
+    starts = np.round((tr.t_s - 10.0) * fs).astype(int)
+    held = np.array([np.isnan(x[s : s + 300][np.arange(300) + s >= 900]).sum() for s in starts])
+    long_gap = held > 30
+    assert long_gap.sum() == 9
+    np.testing.assert_array_equal(bad, long_gap)
     assert np.all(tr.quality[bad] == 0) and np.all(np.abs(tr.hr_bpm[~bad] - 80) < 1)
+    assert np.all(tr.missing_fraction[bad] > 0)
+
+
+def test_short_gaps_barely_move_the_estimate():
+    rng = np.random.default_rng(5)
+    fs = 30.0
+    for bpm in [55.0, 90.0, 140.0]:
+        x = _pulse(bpm, fs, 10.0, 0.3, rng)
+        clean = heart_rate(x, fs)
+        holed = x.copy()
+        holed[[40, 41, 170]] = np.nan
+        holed[220:250] = np.nan  # 1.0 s, the limit
+        est = heart_rate(holed, fs)
+        assert est.missing_fraction == pytest.approx(33 / 300)
+        assert abs(est.hr_bpm - bpm) < 1.0 and abs(est.hr_bpm - clean.hr_bpm) < 1.0
+        assert est.quality > 0.5
+
+
+@pytest.mark.parametrize(
+    "holes, why",
+    [((slice(100, 131),), "a 1.03 s run"), ((slice(0, 20), slice(60, 80), slice(120, 140),
+                                             slice(180, 190)), "23 % missing")],
+)
+def test_gaps_beyond_the_limits_give_no_value(holes, why):
+    x = _pulse(75, 30.0, 10.0, 0.1, np.random.default_rng(6))
+    for h in holes:
+        x[h] = np.nan
+    est = heart_rate(x, 30.0)
+    assert np.isnan(est.hr_bpm) and np.isnan(est.snr_db) and est.quality == 0.0, why
+    # A looser limit bridges the same window.
+    assert abs(heart_rate(x, 30.0, max_gap_s=2.0, max_missing_fraction=0.3).hr_bpm - 75) < 1.5
+
+
+def _rsa_pulse(fs, seconds, mean_bpm, rsa_depth, resp_hz, noise, rng):
+    """A pulse whose beat rate swings with breathing (respiratory sinus arrhythmia).
+
+    Returns the pulse and its beat (upstroke) times, so the mean-IBI truth is known.
+    """
+    t = np.arange(int(round(seconds * fs))) / fs
+    f0 = mean_bpm / 60.0
+    ph_r = rng.uniform(0, 2 * np.pi)
+    # Instantaneous rate f0 * (1 + d sin(2 pi fr t + ph_r)); phase is its integral.
+    swing = np.cos(2 * np.pi * resp_hz * t + ph_r) - np.cos(ph_r)
+    phase = 2 * np.pi * f0 * (t - rsa_depth / (2 * np.pi * resp_hz) * swing) + rng.uniform(0, 2 * np.pi)
+    x = np.sin(phase) + 0.3 * np.sin(2 * phase + 0.7) + noise * rng.standard_normal(t.size)
+    return x, phase
+
+
+@pytest.mark.parametrize("fs", [30.0, 100.0])
+def test_fused_follows_the_mean_beat_rate_under_sinus_arrhythmia(fs):
+    # 8 % breathing-driven swings of the beat rate, as at rest: the 10-s spectral peak
+    # wanders from the mean beat rate, the beat timing does not.
+    rng = np.random.default_rng(8)
+    err_fused, err_spec = [], []
+    for mean_bpm in np.linspace(55, 110, 12):
+        x, phase = _rsa_pulse(fs, 10.0, mean_bpm, 0.08, rng.uniform(0.15, 0.3), 0.05, rng)
+        # Truth: the beats are where the phase passes whole cycles (mod 2 pi at the upstroke
+        # zero crossing of sin); the mean beat rate is cycles / time between first and last.
+        k = np.arange(np.ceil(phase[0] / (2 * np.pi)), np.floor(phase[-1] / (2 * np.pi)) + 1)
+        t_beats = np.interp(2 * np.pi * k, phase, np.arange(phase.size) / fs)
+        truth = 60.0 * (k.size - 1) / (t_beats[-1] - t_beats[0])
+        est = heart_rate(x, fs)
+        assert np.isfinite(est.beats_bpm) and est.n_beats >= k.size - 1
+        err_fused.append(abs(est.hr_bpm - truth))
+        err_spec.append(abs(est.spectral_bpm - truth))
+    assert np.mean(err_fused) < 0.3 and np.mean(err_fused) < 0.5 * np.mean(err_spec)
+
+
+def test_spectral_method_ignores_beats_and_fused_keeps_steady_tones_spectral():
+    rng = np.random.default_rng(9)
+    x = _pulse(72, 30.0, 10.0, 0.0, rng)
+    spec = heart_rate(x, 30.0, method="spectral")
+    assert spec.n_beats == 0 and np.isnan(spec.beats_bpm)
+    fused = heart_rate(x, 30.0)
+    # A steady rhythm: beats found and agreeing, but the spectral peak is reported.
+    assert fused.n_beats >= 11 and abs(fused.beats_bpm - 72) < 0.05
+    assert fused.hr_bpm == spec.hr_bpm == fused.spectral_bpm
 
 
 def test_errors():
@@ -106,3 +192,7 @@ def test_errors():
         heart_rate(np.zeros(300), 6.0)  # hi = 3.5 Hz is above fs/2
     with pytest.raises(ConfigError):
         hr_track(np.zeros(300), 30.0, hop_s=0)
+    with pytest.raises(ConfigError):
+        heart_rate(np.zeros(300), 30.0, method="welch")
+    with pytest.raises(ConfigError):
+        hr_track(np.zeros(300), 30.0, max_missing_fraction=1.5)
