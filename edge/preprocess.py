@@ -135,7 +135,8 @@ def face_crop(frame_bgr: np.ndarray, box, p: Preprocessing) -> np.ndarray:
 
 
 def face_colour(frame_bgr: np.ndarray, box, p: Preprocessing) -> np.ndarray:
-    """Mean skin colour of the record's face regions (``rppg.roi``) by its skin rule.
+    """Mean skin colour of the record's face regions (``rppg.roi``) by its skin rule, with the
+    record's region edges (``rppg.roi_edges``: fractional or whole-pixel).
 
     Returns:
         float64 (3,) R, G, B (NaN when no skin pixel).
@@ -143,7 +144,7 @@ def face_colour(frame_bgr: np.ndarray, box, p: Preprocessing) -> np.ndarray:
     Raises:
         BadInputError: as :func:`edge.signals.roi.face_rgb`.
     """
-    return face_rgb(frame_bgr, box, skin=p.rppg.skin, regions=p.rppg.roi_fractions)
+    return face_rgb(frame_bgr, box, skin=p.rppg.skin, regions=p.rppg.roi_fractions, edges=p.rppg.roi_edges)
 
 
 # -- the window record ----------------------------------------------------------------------

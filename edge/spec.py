@@ -19,7 +19,10 @@ Why one file of about 600 lines: the record's dataclasses and their parser chang
 
 Versions: ``version`` 2 is this record. Version 1 manifests (before the record) held a
 subset of the keys, with the rest fixed in code; :func:`upgrade_v1` fills those in with the
-values version 1's code used, so an old bundle behaves exactly as it did.
+values version 1's code used, so an old bundle behaves exactly as it did. Keys added to version
+2 later are optional and default to what manifests without them computed: ``rppg.roi_edges``
+absent means ``"pixel"`` (:data:`DEFAULT` says ``"fractional"``); :meth:`Preprocessing.to_dict`
+leaves such a key out while it holds that value.
 """
 from __future__ import annotations
 
@@ -30,7 +33,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from edge.signals.roi import FACE_ROI_FRACTIONS, SKIN_RULES
+from edge.signals.roi import FACE_ROI_FRACTIONS, ROI_EDGES, SKIN_RULES
 from edge.signals.rppg import METHODS as RPPG_METHODS
 from edge.signals.tfr import tfr_params
 from edge.tracker import FaceTracker
@@ -64,6 +67,11 @@ FACE_BOX_METHODS = ("tracker",)
 # FaceTracker's own settings that a manifest may set (its constructor's, less the injected
 # detector object).
 _TRACKER_KEYS = tuple(k for k in inspect.signature(FaceTracker.__init__).parameters if k not in ("self", "detector"))
+
+
+# Keys added to version 2 after it shipped, with the value a manifest without them means (what
+# bundles written before the key computed). rppg.roi_edges: whole-pixel regions.
+_LEGACY = {"rppg.roi_edges": "pixel"}
 
 
 def _path(*parts: str) -> str:
@@ -187,6 +195,11 @@ class RppgSpec:
             a face colour and at least this share of the cleaned pulse is finite.
         hr_min_face_fraction: a heart rate is reported only when the face was seen for this
             share of the pulse window.
+        roi_edges: how the regions meet the pixel grid (:data:`edge.signals.roi.ROI_EDGES`):
+            ``"fractional"`` (area-weighted edge pixels, regions combined by area and skin
+            share; the default) or ``"pixel"`` (whole-pixel regions, pooled skin pixels). A
+            manifest that does not name it gets ``"pixel"``: what every bundle trained before
+            the setting existed computed.
     """
 
     roi: tuple
@@ -199,6 +212,7 @@ class RppgSpec:
     max_gap_periods: float
     min_valid_fraction: float
     hr_min_face_fraction: float
+    roi_edges: str
 
     @property
     def roi_fractions(self) -> dict:
@@ -362,7 +376,11 @@ class Preprocessing:
         return cls(VERSION, fps, window_s, face, rppg, tfr, contact, level)
 
     def to_dict(self) -> dict:
-        """The JSON object a manifest holds (``from_dict(to_dict())`` gives the record back)."""
+        """The JSON object a manifest holds (``from_dict(to_dict())`` gives the record back).
+
+        A key added after version 2 is left out while it holds the value its absence means
+        (:data:`_LEGACY`), so a record read from an older manifest writes that manifest's JSON
+        back unchanged (and hashes as before)."""
         f, r, c = self.face, self.rppg, self.contact
         return {
             "version": self.version,
@@ -376,7 +394,8 @@ class Preprocessing:
             "rppg": {"roi": {k: list(v) for k, v in r.roi}, "skin": r.skin, "method": r.method,
                      "method_window_s": r.method_window_s, "pulse_window_s": r.pulse_window_s,
                      "clean": r.clean.kwargs(), "gap_fill": r.gap_fill, "max_gap_periods": r.max_gap_periods,
-                     "min_valid_fraction": r.min_valid_fraction, "hr_min_face_fraction": r.hr_min_face_fraction},
+                     "min_valid_fraction": r.min_valid_fraction, "hr_min_face_fraction": r.hr_min_face_fraction,
+                     **({} if r.roi_edges == _LEGACY["rppg.roi_edges"] else {"roi_edges": r.roi_edges})},
             "tfr": self.tfr.kwargs(),
             "contact": {"streams": list(c.streams),
                         "signals": {s.name: {"aliases": list(s.aliases), "units": s.units} for s in c.signals},
@@ -401,7 +420,7 @@ class Preprocessing:
                 if not isinstance(node.get(k), dict):
                     raise ConfigError(f"preprocessing.{dotted}: no such setting")
                 node = node[k]
-            if keys[-1] not in node:
+            if keys[-1] not in node and dotted not in _LEGACY:
                 raise ConfigError(f"preprocessing.{dotted}: no such setting")
             node[keys[-1]] = value
         return Preprocessing.from_dict(d)
@@ -453,7 +472,7 @@ def _parse_face(node: Any) -> FaceSpec:
 def _parse_rppg(node: Any, window_s: float) -> RppgSpec:
     w = _path("rppg")
     r = _obj(node, w, ("roi", "skin", "method", "method_window_s", "pulse_window_s", "clean", "gap_fill",
-                       "max_gap_periods", "min_valid_fraction", "hr_min_face_fraction"))
+                       "max_gap_periods", "min_valid_fraction", "hr_min_face_fraction"), optional=("roi_edges",))
     roi = r["roi"]
     if not isinstance(roi, Mapping) or not roi:
         raise ConfigError(f"{w}.roi must be a non-empty object of regions")
@@ -485,6 +504,8 @@ def _parse_rppg(node: Any, window_s: float) -> RppgSpec:
         max_gap_periods=_num(r, "max_gap_periods", w, lo=1.0, hi=1000.0),
         min_valid_fraction=_num(r, "min_valid_fraction", w, lo=0.0, hi=1.0),
         hr_min_face_fraction=_num(r, "hr_min_face_fraction", w, lo=0.0, hi=1.0),
+        # Absent = the whole-pixel regions that manifests written before the key always meant.
+        roi_edges=_str(r, "roi_edges", w, ROI_EDGES) if "roi_edges" in r else _LEGACY["rppg.roi_edges"],
     )
 
 
@@ -600,6 +621,14 @@ def upgrade_v1(d: Mapping) -> dict:
     return out
 
 
+#: Share of a pulse window / contact row that must hold data before the model gets it (version-2
+#: records before this constant used 0.5). Training windows are always full, so a half-empty
+#: pulse image or contact row (the first seconds of a session) is an input the model never saw:
+#: on the real webcam clip a 5 s pulse gave P(V+) 0.009. Below it the modality is absent and the
+#: model answers from the rest, as the runtime does without a sensor.
+MODEL_MIN_VALID_FRACTION = 0.9
+
+
 #: The project's default settings: what a new bundle is trained with unless told otherwise.
 DEFAULT = Preprocessing.from_dict({
     "version": VERSION,
@@ -611,11 +640,12 @@ DEFAULT = Preprocessing.from_dict({
     "rppg": {"roi": {k: list(v) for k, v in FACE_ROI_FRACTIONS.items()}, "skin": "chai_ngan_wide", "method": "pos",
              "method_window_s": 1.6, "pulse_window_s": 10.0,
              "clean": {"lam": 100.0, "lo": 0.7, "hi": 3.5, "order": 4}, "gap_fill": 0.0,
-             "max_gap_periods": DEFAULT_MAX_GAP_PERIODS, "min_valid_fraction": 0.5, "hr_min_face_fraction": 0.9},
+             "max_gap_periods": DEFAULT_MAX_GAP_PERIODS, "min_valid_fraction": MODEL_MIN_VALID_FRACTION,
+             "hr_min_face_fraction": 0.9, "roi_edges": "fractional"},
     "tfr": {"kind": "stft", "shape": [32, 32], "lo": 0.7, "hi": 3.5, "norm": "zscore", "nperseg_s": 4.0,
             "overlap": 0.9},
     "contact": {"streams": ["ppg", "eda"], "signals": _V1_SIGNALS, "rate_hz": 32.0, "n_samples": 1920,
-                "antialias": True, "invalid_value": 0.0, "min_valid_fraction": 0.5,
+                "antialias": True, "invalid_value": 0.0, "min_valid_fraction": MODEL_MIN_VALID_FRACTION,
                 "max_gap_periods": DEFAULT_MAX_GAP_PERIODS},
     "contact_level": {"hr_scale_bpm": 100.0, "eda_scale_us": 10.0, "min_beats": 10},
 })

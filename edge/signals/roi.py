@@ -14,6 +14,15 @@ The colour conversion uses the same 14-bit fixed-point arithmetic as OpenCV's 8-
 rounding of the final division. The kernel reads the frame in place: no crop, no colour image,
 no mask is allocated, which is what makes it fast enough to call on every frame.
 
+Region edges (:data:`ROI_EDGES`): a face box from a tracker moves by fractions of a pixel, and
+on a small face (a 60 px face has 12 x 12 px cheeks) a region whose edges snap to whole pixels
+adds or drops a whole row or column of pixels at a time: a step in the mean far larger than the
+0.1-0.5 % pulse. With ``"fractional"`` edges (the default) a pixel on a region's edge counts with
+the share of its area inside the region, the weighting of area-averaging resampling, so the
+mean moves continuously with the box; integral boxes give the whole-pixel result exactly. The
+face regions are then combined by area and skin share (:func:`face_stats`). ``"pixel"`` keeps
+the whole-pixel regions that bundles trained before the setting used.
+
 Empty results are NaN, not errors: a box wholly outside the frame, or a box with no skin
 pixel (face turned away, over-exposed), gives ``(nan, nan, nan)`` and a count of 0, so that a
 trace keeps one row per frame and the gap is visible downstream.
@@ -64,13 +73,31 @@ FACE_ROI_FRACTIONS: dict[str, tuple[float, float, float, float]] = {
 }
 
 
+#: How a region's edges meet the pixel grid. ``"pixel"``: the box is rounded to whole pixels
+#: and regions pool their skin pixels (what bundles trained before the setting existed use).
+#: ``"fractional"``: a pixel on a box edge counts with the share of its area inside the box, so
+#: the mean moves continuously with a sub-pixel box move, and regions are combined by area with
+#: a minimum skin share (:data:`MIN_SKIN_FRACTION`); see :func:`face_stats`.
+ROI_EDGES = ("pixel", "fractional")
+DEFAULT_ROI_EDGES = "fractional"
+
+# With fractional edges a region counts fully once skin covers FULL_SKIN_FRACTION of it, not at
+# all below MIN_SKIN_FRACTION, linearly between. A region that is mostly not skin (hair over the
+# forehead, a hand over a cheek, a box slipping off the face) holds few, flickering skin pixels
+# whose mean is mostly noise; on a 60 px face a cheek is about 12 x 12 px.
+MIN_SKIN_FRACTION = 0.2
+FULL_SKIN_FRACTION = 0.5
+
+
 class RoiStats(NamedTuple):
     """Mean colour of a region and how many pixels it came from.
 
     Attributes:
         rgb: float64 (3,) mean R, G, B in 8-bit units (0..255); NaN when ``n_skin`` is 0.
-        n_skin: pixels that passed the skin rule (all pixels of the clipped box if no mask).
-        n_box: pixels in the box after clipping it to the frame.
+        n_skin: pixels that passed the skin rule (all pixels of the clipped box if no mask);
+            with fractional edges the area-weighted count, rounded.
+        n_box: pixels in the box after clipping it to the frame (area, rounded, with fractional
+            edges).
     """
 
     rgb: np.ndarray
@@ -127,6 +154,87 @@ def _roi_sums(frame, x0, y0, x1, y1, skin, cr_lo, cr_span, cb_lo, cb_span):
     return sr, sg, sb, n
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _row_sums(row, x0, x1, skin, cr_lo, cr_span, cb_lo, cb_span):
+    """Integer sums of R, G, B over the (skin) pixels row[x0:x1] and their count."""
+    rr = np.int32(0)
+    rg = np.int32(0)
+    rb = np.int32(0)
+    rn = np.int32(0)
+    for x in range(x0, x1):
+        b = np.int32(row[x, 0])
+        g = np.int32(row[x, 1])
+        r = np.int32(row[x, 2])
+        if skin:
+            yy = (r * _R2Y + g * _G2Y + b * _B2Y + _HALF) >> _SHIFT
+            cr = ((r - yy) * _CR + _CBIAS) >> _SHIFT
+            cb = ((b - yy) * _CB + _CBIAS) >> _SHIFT
+            m = np.int32(
+                (np.uint32(cr - cr_lo) <= np.uint32(cr_span))
+                & (np.uint32(cb - cb_lo) <= np.uint32(cb_span))
+            )
+        else:
+            m = np.int32(1)
+        rr += r * m
+        rg += g * m
+        rb += b * m
+        rn += m
+    return rr, rg, rb, rn
+
+
+@njit(cache=True, nogil=True)
+def _roi_sums_frac(frame, x0, y0, x1, y1, skin, cr_lo, cr_span, cb_lo, cb_span):
+    """Area-weighted sums of R, G, B over the (skin) pixels of the real box [x0, x1) x [y0, y1).
+
+    Pixel (x, y) covers the unit square [x, x + 1) x [y, y + 1); its weight is the area of that
+    square inside the box, so the sums change continuously as an edge moves. The box must lie
+    inside the frame (0 <= x0 <= x1 <= W, likewise y). Returns (sr, sg, sb, skin_area, area),
+    float64; with integral edges every weight is exactly 1 and the sums equal
+    :func:`_roi_sums`'s integers.
+    """
+    sr = 0.0
+    sg = 0.0
+    sb = 0.0
+    sn = 0.0
+    ix0 = int(np.floor(x0))
+    ix1 = int(np.ceil(x1))
+    iy0 = int(np.floor(y0))
+    iy1 = int(np.ceil(y1))
+    if ix1 <= ix0 or iy1 <= iy0:
+        return sr, sg, sb, sn, 0.0
+    # Column weights: the first and last columns may be partial; the ones between are whole.
+    if ix1 - ix0 == 1:
+        wl = x1 - x0
+        wr = 0.0
+        in0 = ix1
+        in1 = ix1
+    else:
+        wl = (ix0 + 1) - x0
+        wr = x1 - (ix1 - 1)
+        in0 = ix0 + 1
+        in1 = ix1 - 1
+    for y in range(iy0, iy1):
+        wy = min(y + 1.0, y1) - max(float(y), y0)
+        row = frame[y]
+        rr, rg, rb, rn = _row_sums(row, in0, in1, skin, cr_lo, cr_span, cb_lo, cb_span)
+        er, eg, eb, en = _row_sums(row, ix0, ix0 + 1, skin, cr_lo, cr_span, cb_lo, cb_span)
+        fr = rr + wl * er
+        fg = rg + wl * eg
+        fb = rb + wl * eb
+        fn = rn + wl * en
+        if wr > 0.0:
+            er, eg, eb, en = _row_sums(row, ix1 - 1, ix1, skin, cr_lo, cr_span, cb_lo, cb_span)
+            fr += wr * er
+            fg += wr * eg
+            fb += wr * eb
+            fn += wr * en
+        sr += wy * fr
+        sg += wy * fg
+        sb += wy * fb
+        sn += wy * fn
+    return sr, sg, sb, sn, (x1 - x0) * (y1 - y0)
+
+
 def _check_frame(frame_bgr: np.ndarray) -> None:
     if not isinstance(frame_bgr, np.ndarray):
         raise BadInputError(f"frame_bgr must be a numpy array, got {type(frame_bgr).__name__}")
@@ -168,11 +276,42 @@ def _clip_box(box, height: int, width: int) -> tuple[int, int, int, int]:
     return x0, y0, x1, y1
 
 
-def _pooled(frame_bgr: np.ndarray, boxes, skin) -> RoiStats:
-    """One mean over the (skin) pixels of several boxes, weighted by their pixel counts."""
+def _clip_box_frac(box, height: int, width: int) -> tuple[float, float, float, float]:
+    try:
+        x, y, w, h = (float(v) for v in box)
+    except (TypeError, ValueError) as exc:
+        raise BadInputError(f"box must be 4 numbers (x, y, w, h), got {box!r}") from exc
+    if not all(np.isfinite((x, y, w, h))):
+        raise BadInputError(f"box must be finite numbers, got {box!r}")
+    if w < 0 or h < 0:
+        raise BadInputError(f"box width and height must be >= 0, got {box!r}")
+    x0 = min(max(x, 0.0), width)
+    y0 = min(max(y, 0.0), height)
+    x1 = min(max(x + w, 0.0), width)
+    y1 = min(max(y + h, 0.0), height)
+    return x0, y0, x1, y1
+
+
+def _check_edges(edges) -> str:
+    if edges not in ROI_EDGES:
+        raise ConfigError(f"edges must be one of {list(ROI_EDGES)}, got {edges!r}")
+    return edges
+
+
+def _skin_weight(fraction: float) -> float:
+    """A region's weight factor (0..1) from its skin share: 0 up to MIN_SKIN_FRACTION, 1 from
+    FULL_SKIN_FRACTION, linear between (continuous, so a region fades out instead of dropping)."""
+    span = FULL_SKIN_FRACTION - MIN_SKIN_FRACTION
+    return min(max((fraction - MIN_SKIN_FRACTION) / span, 0.0), 1.0)
+
+
+def _pooled(frame_bgr: np.ndarray, boxes, skin, edges: str = "pixel") -> RoiStats:
+    """The mean over the (skin) pixels of several boxes (see :func:`face_stats` for the rules)."""
     _check_frame(frame_bgr)
     mask_args = _skin_args(skin)
     height, width = frame_bgr.shape[:2]
+    if _check_edges(edges) == "fractional":
+        return _pooled_frac(frame_bgr, boxes, mask_args, height, width)
     sr = sg = sb = n = n_box = 0
     for box in boxes:
         x0, y0, x1, y1 = _clip_box(box, height, width)
@@ -190,31 +329,74 @@ def _pooled(frame_bgr: np.ndarray, boxes, skin) -> RoiStats:
     return RoiStats(np.array([sr, sg, sb], dtype=np.float64) / n, int(n), n_box)
 
 
-def roi_stats(frame_bgr: np.ndarray, box, skin: bool | str = True) -> RoiStats:
+def _pooled_frac(frame_bgr, boxes, mask_args, height, width) -> RoiStats:
+    # Per region: its skin mean, weighted by its (fixed) area times the skin-share factor, so
+    # pixels flickering across the skin threshold move neither the mix between regions (whose
+    # colours differ) nor, above FULL_SKIN_FRACTION, the region's weight.
+    used = []
+    pooled = [0.0, 0.0, 0.0]
+    skin_area = 0.0
+    box_area = 0.0
+    for box in boxes:
+        x0, y0, x1, y1 = _clip_box_frac(box, height, width)
+        if x1 <= x0 or y1 <= y0:
+            continue
+        r, g, b, k, area = _roi_sums_frac(frame_bgr, x0, y0, x1, y1, *mask_args)
+        box_area += area
+        if k <= 0.0:
+            continue
+        skin_area += k
+        pooled = [pooled[0] + r, pooled[1] + g, pooled[2] + b]
+        wk = area * _skin_weight(k / area)
+        if wk > 0.0:
+            used.append((wk, r, g, b, k))
+    n_skin, n_box = int(round(skin_area)), int(round(box_area))
+    if len(used) == 1:
+        # One region: its own mean, computed as the whole-pixel path does (equal bit for bit
+        # when the box is integral).
+        _, r, g, b, k = used[0]
+        return RoiStats(np.array([r, g, b]) / k, n_skin, n_box)
+    if used:
+        weight = sum(u[0] for u in used)
+        mean = sum(wk / k * np.array([r, g, b]) for wk, r, g, b, k in used) / weight
+        return RoiStats(mean, n_skin, n_box)
+    if skin_area > 0.0:
+        # Every region below the skin share: the pooled mean of what skin there is.
+        return RoiStats(np.array(pooled) / skin_area, n_skin, n_box)
+    return RoiStats(np.full(3, np.nan), 0, n_box)
+
+
+def roi_stats(frame_bgr: np.ndarray, box, skin: bool | str = True, edges: str = DEFAULT_ROI_EDGES) -> RoiStats:
     """Mean R, G, B of the skin pixels in a box of a BGR frame, with pixel counts.
 
     Args:
         frame_bgr: uint8 (H, W, 3) BGR image, any strides (a view is read in place, never
             copied).
-        box: (x, y, w, h) in pixels, numbers (rounded to int); clipped to the frame.
+        box: (x, y, w, h) in pixels, numbers; clipped to the frame. Pixel (i, j) covers
+            [i, i + 1) x [j, j + 1).
         skin: True: keep pixels passing the default skin rule (:data:`DEFAULT_SKIN_RULE`);
             a name from :data:`SKIN_RULES`: that rule; False: average every pixel.
+        edges: ``"fractional"``: each pixel weighs the share of its area inside the box (an
+            area-weighted mean, continuous in the box); ``"pixel"``: the box is rounded to
+            whole pixels first (:data:`ROI_EDGES`). Equal when the box is integral.
 
     Returns:
         RoiStats(rgb float64 (3,) in 0..255 R, G, B order, n_skin, n_box). ``rgb`` is NaN
         when the clipped box is empty or holds no skin pixel.
 
     Raises:
-        BadInputError: frame not uint8 (H, W, 3); box not 4 numbers or with negative size.
-        ConfigError: unknown skin rule.
+        BadInputError: frame not uint8 (H, W, 3); box not 4 finite numbers or with negative
+            size.
+        ConfigError: unknown skin rule or edge mode.
 
     Method: YCrCb skin box after Chai & Ngan 1999 (IEEE TCSVT 9(4)); colour conversion in
-    OpenCV's 14-bit fixed point.
+    OpenCV's 14-bit fixed point; partial-pixel area weights as in area-averaging resampling.
     """
-    return _pooled(frame_bgr, (box,), skin)
+    return _pooled(frame_bgr, (box,), skin, edges)
 
 
-def roi_mean_rgb(frame_bgr: np.ndarray, box, skin: bool | str = True) -> np.ndarray:
+def roi_mean_rgb(frame_bgr: np.ndarray, box, skin: bool | str = True,
+                 edges: str = DEFAULT_ROI_EDGES) -> np.ndarray:
     """Mean R, G, B of the skin pixels in box (x, y, w, h) of a uint8 BGR frame.
 
     The frame is read in place (no crop copy, no mask image). Arguments and errors as
@@ -226,26 +408,30 @@ def roi_mean_rgb(frame_bgr: np.ndarray, box, skin: bool | str = True) -> np.ndar
 
     Method: YCrCb skin box after Chai & Ngan 1999 (IEEE TCSVT 9(4)).
     """
-    return _pooled(frame_bgr, (box,), skin).rgb
+    return _pooled(frame_bgr, (box,), skin, edges).rgb
 
 
-def face_rois(box, regions=None) -> list[tuple[int, int, int, int]]:
+def face_rois(box, regions=None, edges: str = DEFAULT_ROI_EDGES) -> list[tuple]:
     """Forehead, left-cheek and right-cheek sub-boxes of a face box.
 
     Args:
         box: face box (x, y, w, h) in pixels, e.g. from ``edge.face.HaarFaceDetector``.
         regions: name -> (x0, y0, x1, y1) fractions of the box (a bundle's
             ``preprocessing.rppg.roi``); default :data:`FACE_ROI_FRACTIONS`.
+        edges: ``"fractional"``: float boxes, exactly the fractions of the face box;
+            ``"pixel"``: each edge rounded to the nearest whole pixel (int boxes).
 
     Returns:
-        Three int boxes (x, y, w, h) in frame pixels, in the order of
-        :data:`FACE_ROI_FRACTIONS` (forehead, left cheek, right cheek; "left" is image left).
+        One box (x, y, w, h) in frame pixels per region, in the order of ``regions``
+        (:data:`FACE_ROI_FRACTIONS`: forehead, left cheek, right cheek; "left" is image left).
         The fractions avoid eyes, mouth, hair and background (see the comment there); they
         follow the regions ranked best by Kwon et al. 2015 (EMBC).
 
     Raises:
         BadInputError: box not 4 numbers or with negative size.
+        ConfigError: unknown edge mode.
     """
+    whole = _check_edges(edges) == "pixel"
     try:
         x, y, w, h = (float(v) for v in box)
     except (TypeError, ValueError) as exc:
@@ -254,6 +440,9 @@ def face_rois(box, regions=None) -> list[tuple[int, int, int, int]]:
         raise BadInputError(f"box width and height must be >= 0, got {box!r}")
     out = []
     for fx0, fy0, fx1, fy1 in (FACE_ROI_FRACTIONS if regions is None else regions).values():
+        if not whole:
+            out.append((x + fx0 * w, y + fy0 * h, (fx1 - fx0) * w, (fy1 - fy0) * h))
+            continue
         bx0 = int(round(x + fx0 * w))
         by0 = int(round(y + fy0 * h))
         bx1 = int(round(x + fx1 * w))
@@ -262,35 +451,50 @@ def face_rois(box, regions=None) -> list[tuple[int, int, int, int]]:
     return out
 
 
-def face_stats(frame_bgr: np.ndarray, box, skin: bool | str = True, regions=None) -> RoiStats:
-    """Pixel-weighted mean RGB over the forehead and both cheeks of a face box, with counts.
+def face_stats(frame_bgr: np.ndarray, box, skin: bool | str = True, regions=None,
+               edges: str = DEFAULT_ROI_EDGES) -> RoiStats:
+    """Mean RGB over the skin of the forehead and both cheeks of a face box, with counts.
+
+    How the regions combine depends on ``edges``:
+
+    - ``"pixel"``: every skin pixel of every (whole-pixel) region counts once: one pooled mean.
+    - ``"fractional"``: each region's area-weighted skin mean, weighted by the region's area
+      times a factor of its skin share ``s`` (skin area / region area): 0 for ``s`` <=
+      :data:`MIN_SKIN_FRACTION`, 1 for ``s`` >= :data:`FULL_SKIN_FRACTION`, linear between.
+      A region that is mostly not skin therefore fades out instead of adding the noise of a
+      few flickering pixels, and skin pixels crossing the threshold do not shift the mix
+      between regions of different colour. When every region is below the minimum, the
+      pooled mean of the skin that there is (the fallback; NaN only without any skin pixel).
 
     Same arguments, result type and errors as :func:`roi_stats` (``regions`` as in
     :func:`face_rois`); ``n_skin`` and ``n_box`` are totals over the sub-boxes.
     """
-    return _pooled(frame_bgr, face_rois(box, regions), skin)
+    return _pooled(frame_bgr, face_rois(box, regions, edges), skin, edges)
 
 
-def face_rgb(frame_bgr: np.ndarray, box, skin: bool | str = True, regions=None) -> np.ndarray:
+def face_rgb(frame_bgr: np.ndarray, box, skin: bool | str = True, regions=None,
+             edges: str = DEFAULT_ROI_EDGES) -> np.ndarray:
     """Mean R, G, B over the skin pixels of the forehead and both cheeks of a face box.
 
-    Each region contributes in proportion to its skin-pixel count (one pooled mean), so a
-    cheek half hidden by a hand weighs less instead of adding noise.
+    A cheek half hidden by a hand weighs less instead of adding noise: with ``"pixel"`` edges
+    each region counts by its skin pixels; with ``"fractional"`` edges by its area and skin
+    share (see :func:`face_stats`).
 
     Args:
         frame_bgr: uint8 (H, W, 3) BGR frame, read in place.
         box: face box (x, y, w, h) in pixels.
         skin: as in :func:`roi_stats`.
         regions: as in :func:`face_rois`.
+        edges: as in :func:`roi_stats` (a bundle's ``preprocessing.rppg.roi_edges``).
 
     Returns:
         float64 (3,) mean R, G, B in 8-bit units; NaN triple if no sub-box pixel qualifies.
 
     Raises:
         BadInputError: frame not uint8 (H, W, 3); box not 4 numbers or with negative size.
-        ConfigError: unknown skin rule.
+        ConfigError: unknown skin rule or edge mode.
     """
-    return _pooled(frame_bgr, face_rois(box, regions), skin).rgb
+    return _pooled(frame_bgr, face_rois(box, regions, edges), skin, edges).rgb
 
 
 def warmup() -> None:
@@ -300,5 +504,6 @@ def warmup() -> None:
     """
     frame = np.zeros((8, 8, 3), np.uint8)
     for image in (frame, frame[::2, ::2]):  # a whole frame and a strided view
-        roi_stats(image, (0, 0, 4, 4))
-        roi_stats(image, (0, 0, 4, 4), skin=False)
+        for edges in ROI_EDGES:
+            roi_stats(image, (0.5, 0.5, 3.2, 3.2), edges=edges)
+            roi_stats(image, (0.5, 0.5, 3.2, 3.2), skin=False, edges=edges)
