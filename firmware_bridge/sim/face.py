@@ -305,13 +305,16 @@ class FaceRenderer:
             [[s, 0.0, (1.0 - s) * cx + motion.dx_px], [0.0, s, (1.0 - s) * cy + motion.dy_px]], np.float64
         )
 
-    def face_box(self, motion: Motion) -> tuple[int, int, int, int]:
-        """Ground-truth face box (x, y, w, h) in frame px (rounded) under ``motion``."""
+    def face_box(self, motion: Motion, exact: bool = False) -> tuple:
+        """Ground-truth face box (x, y, w, h) in frame px under ``motion``: rounded to ints, or
+        with ``exact`` the float box that moves with the image (sub-pixel, as a tracker's)."""
         x, y, bw, bh = self.face_box0
         cx, cy = self._center
         s = motion.scale
         nx = s * (x - cx) + cx + motion.dx_px
         ny = s * (y - cy) + cy + motion.dy_px
+        if exact:
+            return (float(nx), float(ny), float(s * bw), float(s * bh))
         return (round(nx), round(ny), round(s * bw), round(s * bh))
 
     def _expression_field(self, expression: tuple[float, float]) -> np.ndarray | None:

@@ -505,10 +505,11 @@ class SyntheticSession:
         for i in range(int(start), stop):
             yield self.frame(i)
 
-    def face_box(self, i: int) -> tuple[int, int, int, int]:
+    def face_box(self, i: int, exact: bool = False) -> tuple:
         """Ground-truth face box of frame i, (x, y, w, h) px, in the Haar frontal-face convention
-        (mid-forehead to chin); it may extend past the frame edge."""
-        return self._renderer.face_box(self.motion(i))
+        (mid-forehead to chin); it may extend past the frame edge. Rounded to ints, or with
+        ``exact`` floats that follow the image's sub-pixel motion."""
+        return self._renderer.face_box(self.motion(i), exact)
 
     def skin_mask(self, i: int) -> np.ndarray:
         """Pulsating-skin weights of frame i: float32 (H, W) in [0, 1]."""
