@@ -27,7 +27,8 @@ def register(subparsers) -> None:
         description="Estimate the heart rate over sliding windows from a recorded face video: "
         "Haar face box, skin colour of forehead and cheeks, an rPPG method, spectral peak.",
     )
-    p.add_argument("video", metavar="VIDEO", help="video file readable by OpenCV")
+    p.add_argument("video", metavar="VIDEO", help="video file readable by OpenCV, or a PhysRecorder folder "
+                   "(its video, frames_timestamp.csv and BVP.csv)")
     p.add_argument(
         "--timestamps", metavar="CSV",
         help="frame,timestamp CSV (UNIX seconds) of the frames' capture times "
@@ -47,6 +48,11 @@ def register(subparsers) -> None:
         help="JSON lines {t, hr_bpm, quality} per window, then one summary object",
     )
     p.add_argument("--plot", metavar="PNG", help="write the pulse, its TFR and the HR track here")
+    p.add_argument(
+        "--reference", metavar="CSV",
+        help="timestamp,pulse CSV (UNIX seconds) of a reference pulse, e.g. a finger BVP: its heart rate over "
+        "the same windows is drawn on the plot (default: BVP.csv beside the video, when there is one)",
+    )
     p.set_defaults(func=run)
 
 
@@ -79,6 +85,7 @@ def run(args) -> int:
     """
     if args.window_s <= 0 or args.hop_s <= 0:
         raise ConfigError("--window-s and --hop-s must be > 0")
+    _physrecorder_folder(args)
     trace = _trace(args, video_rgb_trace)
     est = estimate_hr(trace, method=args.method, window_s=args.window_s, hop_s=args.hop_s)
     track = est.track
@@ -101,8 +108,49 @@ def run(args) -> int:
             f"(mean quality {summary['quality_mean']}, method {args.method})\n"
         )
     if args.plot:
-        plot_estimate(est, args.plot, args.window_s, title=f"{args.video} ({args.method})")
+        truth = _reference(args, est)
+        plot_estimate(est, args.plot, args.window_s, title=f"{args.video} ({args.method})", truth=truth)
     return 0
+
+
+def _physrecorder_folder(args) -> None:
+    """A PhysRecorder folder as VIDEO: its video, with its frames_timestamp.csv (unless
+    --timestamps) and its BVP.csv as the reference (unless --reference)."""
+    from pathlib import Path
+
+    from firmware_bridge.recording.importers import TIMESTAMPS_CSV, phys_video
+
+    folder = Path(args.video)
+    if not folder.is_dir():
+        return
+    video = phys_video(folder)
+    if video is None:
+        raise BadInputError(f"{folder} is a folder but not a PhysRecorder recording (a video beside "
+                            f"{TIMESTAMPS_CSV})")
+    args.video = str(video)
+    if not args.timestamps:
+        args.timestamps = str(folder / TIMESTAMPS_CSV)
+
+
+def _reference(args, est):
+    """The reference pulse's heart rate over the track's windows, or None (no reference)."""
+    from pathlib import Path
+
+    from edge.outputs.truth import SessionTruth, csv_heart_truth
+
+    given = getattr(args, "reference", None)
+    path = Path(given) if given else Path(args.video).parent / "BVP.csv"
+    if not given and not path.is_file():
+        return None
+    # The reference's UNIX times meet the frames' only when the frames have UNIX times too.
+    if est.t_s[0] < 1e8:
+        msg = f"{path.name} is in UNIX time; the frames need their capture times (--timestamps) to align it"
+        if given:
+            raise ConfigError(f"--reference {msg}")
+        print(f"emofuse hr: reference not drawn: {msg}", file=sys.stderr)
+        return None
+    heart = csv_heart_truth(path, float(est.t_s[0]), float(args.window_s))
+    return SessionTruth(heart=heart, source=str(path))
 
 
 def _trace(args, video_rgb_trace):
@@ -119,47 +167,88 @@ def _trace(args, video_rgb_trace):
     )
 
 
-def plot_estimate(est, path, window_s: float, title: str = "") -> None:
-    """Write one PNG: the pulse, its STFT TFR and the HR track (coloured by quality).
-
-    Args:
-        est: an ``edge.offline.HrEstimate``.
-        path: PNG path to write.
-        window_s: the track's window length, s (HR is drawn on the TFR at window centres).
-        title: figure title.
+def plot_estimate(est, path, window_s: float, title: str = "", truth=None) -> None:
+    """Write one PNG: the pulse, its STFT TFR and the HR track (see :func:`estimate_figure`).
 
     Raises:
         BadInputError: the PNG cannot be written.
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    t = est.t_s - est.t_s[0]
-    fig = Figure(figsize=(10, 8), constrained_layout=True)
-    FigureCanvasAgg(fig)
-    ax_p, ax_t, ax_h = fig.subplots(3, 1, sharex=True)
-    ax_p.plot(t, est.pulse, lw=0.8)
-    ax_p.set_ylabel("pulse (a.u.)")
-    ax_p.set_title(title)
-    params = tfr_params("stft", shape=(64, 256), norm="none")
-    if est.pulse.size >= round(params["nperseg_s"] * est.fs):
-        image = tfr_compute(est.pulse, est.fs, **params)
-        half = params["nperseg_s"] / 2.0
-        # Show the top 30 dB: the 100 dB floor of the raw image is all noise.
-        ax_t.imshow(
-            image, origin="lower", aspect="auto", cmap="magma",
-            vmin=float(image.max()) - 30.0, vmax=float(image.max()),
-            extent=(half, t[-1] - half, 60 * params["lo"], 60 * params["hi"]),
-        )
-    ax_t.set_ylabel("frequency (bpm)")
-    tr = est.track
-    ax_t.plot(tr.t_s - window_s / 2.0, tr.hr_bpm, "c.", ms=4)
-    sc = ax_h.scatter(tr.t_s, tr.hr_bpm, c=tr.quality, vmin=0, vmax=1, cmap="viridis", s=18)
-    ax_h.plot(tr.t_s, tr.hr_bpm, lw=0.6, color="0.5")
-    fig.colorbar(sc, ax=ax_h, label="quality")
-    ax_h.set_ylabel("HR (bpm)")
-    ax_h.set_xlabel("time (s)")
+    fig = estimate_figure(est, window_s, title, truth)
     try:
         fig.savefig(path, dpi=100)
     except OSError as exc:
         raise BadInputError(f"cannot write plot {path}: {exc}") from exc
+
+
+def estimate_figure(est, window_s: float, title: str = "", truth=None):
+    """The pulse, its STFT TFR and the HR track (coloured by quality) over one time axis, s
+    from the first frame. Every window's value (the TFR columns, the HR points) is stamped at
+    the END of its window; the HR axis is at least 20 bpm tall; legends sit right of the panels.
+
+    Args:
+        est: an ``edge.offline.HrEstimate``.
+        window_s: the track's window length, s.
+        title: figure title.
+        truth: an ``edge.outputs.truth.SessionTruth`` whose ``heart`` (a reference pulse, on a
+            clock whose zero is the first frame) is drawn over the same windows as the track,
+            with the track's mean absolute error against it; or None.
+
+    Returns:
+        A Matplotlib Figure with an Agg canvas; ``fig.axes[:3]`` are pulse, TFR, heart rate.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from edge.outputs.report import GID_HR_WINDOWS, TRUTH_COLOUR
+
+    t = est.t_s - est.t_s[0]
+    fig = Figure(figsize=(10, 8))
+    FigureCanvasAgg(fig)
+    ax_p, ax_t, ax_h = fig.subplots(3, 1, sharex=True)
+    ax_p.plot(t, est.pulse, lw=0.8)
+    ax_p.set_ylabel("pulse (a.u.)")
+    params = tfr_params("stft", shape=(64, 256), norm="none")
+    if est.pulse.size >= round(params["nperseg_s"] * est.fs):
+        image = tfr_compute(est.pulse, est.fs, **params)
+        seg = params["nperseg_s"]
+        # Columns span the first to the last full segment; each is stamped at its segment's end,
+        # as the heart-rate windows are below. Show the top 30 dB: the floor is all noise.
+        ax_t.imshow(
+            image, origin="lower", aspect="auto", cmap="magma",
+            vmin=float(image.max()) - 30.0, vmax=float(image.max()),
+            extent=(seg, t[-1], 60 * params["lo"], 60 * params["hi"]),
+        )
+    ax_t.set_ylabel("frequency (bpm)")
+    tr = est.track
+    ax_t.plot(tr.t_s, tr.hr_bpm, "c.", ms=4, label="HR (window end)")
+    ax_t.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="x-small", frameon=False)
+    sc = ax_h.scatter(tr.t_s, tr.hr_bpm, c=tr.quality, vmin=0, vmax=1, cmap="viridis", s=18, label="rPPG")
+    ax_h.plot(tr.t_s, tr.hr_bpm, lw=0.6, color="0.5")
+    values = [tr.hr_bpm]
+    mae = ""
+    heart = truth.heart if truth is not None else None
+    if heart is not None:
+        ref = heart.over_windows(tr.t_s)
+        ax_h.plot(tr.t_s, ref, "--", lw=1.2, color=TRUTH_COLOUR, gid=GID_HR_WINDOWS,
+                  label=f"{heart.label},\nsame {heart.window_s:g} s windows")
+        values.append(ref)
+        both = np.isfinite(ref) & np.isfinite(tr.hr_bpm)
+        if both.any():
+            mae = (f"\nrPPG vs {heart.label}: mean |error| {np.mean(np.abs(tr.hr_bpm[both] - ref[both])):.1f} bpm "
+                   f"over {int(both.sum())} windows")
+    finite = np.concatenate([v[np.isfinite(v)] for v in values])
+    if finite.size:
+        # At least 20 bpm tall, so a 4 bpm spread does not look dramatic.
+        mid = 0.5 * (float(finite.min()) + float(finite.max()))
+        half = max(10.0, 0.5 * (float(finite.max()) - float(finite.min())) + 2.0)
+        ax_h.set_ylim(mid - half, mid + half)
+    bar = fig.colorbar(sc, cax=ax_h.inset_axes([1.01, 0.0, 0.015, 1.0]))
+    bar.set_label("quality", fontsize="x-small")
+    bar.ax.tick_params(labelsize="x-small")
+    ax_h.legend(loc="upper left", bbox_to_anchor=(1.09, 1.0), fontsize="x-small", frameon=False)
+    ax_h.set_ylabel("HR (bpm)")
+    ax_h.set_xlabel("time from the first frame (s)")
+    ax_p.set_title(title + mae)
+    ax_p.set_xlim(0.0, float(t[-1]))
+    fig.subplots_adjust(left=0.08, right=0.74, top=0.92, bottom=0.07, hspace=0.12)
+    return fig

@@ -215,23 +215,115 @@ def table_row(result) -> str:
 
 
 def _writers(cfg: dict, latency: bool, fps: float | None):
+    """(the text and LSL writers as one WriterSet, the video writer or None, the report writer
+    or None). The report is kept apart: it is drawn last, once the pipeline is released
+    (:func:`_draw_report`)."""
     from edge.outputs import WriterSet, open_writer
 
     ws = WriterSet()
+    video = report = None
     try:
         if cfg["out"]:
             ws.add(open_writer("jsonl", cfg["out"], latency=latency))
         if cfg["csv"]:
             ws.add(open_writer("csv", cfg["csv"]))
-        if cfg["report"]:
-            ws.add(open_writer("report", cfg["report"]))
         if cfg["lsl"]:
             ws.add(open_writer("lsl", nominal_rate_hz=1.0 / float(cfg["hop_s"])))
         video = open_writer("video", cfg["video"], fps=fps or 30.0) if cfg["video"] else None
+        report = open_writer("report", cfg["report"]) if cfg["report"] else None
     except BaseException:
         ws.close()
+        if video is not None:
+            video.close()
         raise
-    return ws, video
+    return ws, video, report
+
+
+def _close_writers(*writers) -> None:
+    """Close every writer given (None skipped), all of them even when one fails; re-raise the
+    first failure."""
+    first: BaseException | None = None
+    for w in writers:
+        if w is None:
+            continue
+        try:
+            w.close()
+        except Exception as exc:  # keep closing the rest; report the first
+            first = first or exc
+    if first is not None:
+        raise first
+
+
+def _release_memory() -> None:
+    """Give freed memory back to the system before the report is drawn: collect the pipeline's
+    cycles, then ask glibc to return its free heap pages (``malloc_trim``), which it does not do
+    by itself for memory freed in the middle of the heap. Without glibc (musl) only the
+    collection runs."""
+    import ctypes
+    import ctypes.util
+    import gc
+
+    gc.collect()
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+        trim = getattr(libc, "malloc_trim", None)
+    except OSError:
+        trim = None
+    if trim is not None:
+        trim(0)
+
+
+def _draw_report(report) -> None:
+    """Draw the session report, after the pipeline, its engines and the other writers are closed
+    and released: Matplotlib and the page's buffers then reuse their memory instead of adding to
+    the run's peak (docs/PERFORMANCE.md)."""
+    if report is None:
+        return
+    _release_memory()
+    report.close()
+
+
+def _truth_or_none(build, *args):
+    """``build(*args)``, or None with a warning when the truth cannot be read: a damaged
+    reference costs the report its truth, not the run its results."""
+    from firmware_bridge.errors import EmofuseError
+
+    try:
+        return build(*args)
+    except EmofuseError as exc:
+        log.warning("the report draws no ground truth: %s", exc)
+        return None
+
+
+def _session_origin_ns(pipeline) -> int | None:
+    """The host time of the pipeline's session t = 0 (its first frame, or first sensor sample
+    without a camera), ns; None before it started."""
+    origin = getattr(getattr(pipeline, "windows", None), "origin_ns", None) if pipeline.camera is not None \
+        else getattr(getattr(pipeline, "clock", None), "origin_ns", None)
+    return None if origin is None else int(origin)
+
+
+def replay_truth(recording, pipeline):
+    """The ground truth of a replay: the recording's reference pulse (a PhysRecorder folder's
+    finger BVP, else its PPG stream) on the pipeline's session clock, its heart rate over the
+    pipeline's own rPPG window; None when the recording has no pulse stream or the pipeline
+    never started.
+
+    Returns:
+        An :class:`edge.outputs.truth.SessionTruth`, or None.
+    """
+    from edge.outputs.truth import SessionTruth, recording_heart_truth
+
+    origin = _session_origin_ns(pipeline)
+    if origin is None:
+        return None
+    r = pipeline.p.rppg
+    heart = recording_heart_truth(recording, origin, float(r.pulse_window_s))
+    if heart is None:
+        log.info("%s: no reference pulse stream; the report draws no truth", recording)
+        return None
+    return SessionTruth(heart=heart, source=f"the recording's {heart.label}")
 
 
 def _pipeline_kwargs(cfg: dict) -> dict:
@@ -241,12 +333,14 @@ def _pipeline_kwargs(cfg: dict) -> dict:
 
 def stream(pipeline, cfg: dict, *, latency: bool, video=None, writers=None, printer: str = "table",
            out=None) -> int:
-    """Run a pipeline to its end (or ``duration_s``), feeding the writers and standard output.
+    """Run a pipeline to its end (or ``duration_s``), feeding the writers (one writer or a
+    sequence of them) and standard output.
 
     Returns:
         The number of results.
     """
     out = sys.stdout if out is None else out
+    sinks = [] if writers is None else [writers] if hasattr(writers, "write") else [w for w in writers if w is not None]
     n = 0
     duration = cfg.get("duration_s")
     if printer == "table":
@@ -255,8 +349,8 @@ def stream(pipeline, cfg: dict, *, latency: bool, video=None, writers=None, prin
     for result in pipeline.results():
         if duration is not None and result.t_s > float(duration) + 1e-9:
             break
-        if writers is not None:
-            writers.write(result)
+        for w in sinks:
+            w.write(result)
         if video is not None:
             video.write(result)
         if printer == "table":
@@ -309,20 +403,32 @@ def run_command(args: argparse.Namespace) -> int:
             raise ConfigError("run needs --camera URI, --sensor URI, or both")
         pipeline = Pipeline(cfg["camera"], list(cfg["sensor"]), cfg["bundle"], mode=cfg["mode"],
                             record=cfg["record"], **kwargs)
-    writers = video = None
+    writers = video = report = None
+    summary = None
     try:
-        writers, video = _writers(cfg, latency, getattr(pipeline.camera, "fps", None))
-        video_holder["video"] = video
-        log.info("pipeline: %s", pipeline.metadata)
-        n = stream(pipeline, cfg, latency=latency, video=video, writers=writers, printer=printer)
-        log.info("%d results; %s", n, pipeline.stats())
+        try:
+            writers, video, report = _writers(cfg, latency, getattr(pipeline.camera, "fps", None))
+            video_holder["video"] = video
+            log.info("pipeline: %s", pipeline.metadata)
+            n = stream(pipeline, cfg, latency=latency, video=video, writers=(writers, report), printer=printer)
+            log.info("%d results; %s", n, pipeline.stats())
+        finally:
+            pipeline.close()  # stops the threads (no more on_frame calls), flushes the recorder
+            try:
+                summary = pipeline.summary(_files_written(cfg))
+                if report is not None and command == "replay":
+                    report.set_truth(_truth_or_none(replay_truth, cfg["recording"], pipeline))
+            finally:
+                video_holder.clear()
+                pipeline = None  # the engines, buffers and tracker can go before the report is drawn
+                _close_writers(video, writers)
     finally:
-        pipeline.close()  # stops the threads (no more on_frame calls), flushes the recorder
-        for w in (video, writers):
-            if w is not None:
-                w.close()
-        # Also after Ctrl-C: what the run produced and where it went.
-        print(pipeline.summary(_files_written(cfg)), file=sys.stderr, flush=True)
+        try:
+            _draw_report(report)
+        finally:
+            # Also after Ctrl-C: what the run produced and where it went.
+            if summary is not None:
+                print(summary, file=sys.stderr, flush=True)
     return 0
 
 
@@ -386,6 +492,27 @@ def demo_session(duration_s: float, seed: int, fps: float, frame_size: tuple[int
     return synth_session(config)
 
 
+def demo_truth(session, window_s: float, shift_s: float = 0.0):
+    """The demo's ground truth for the report: the script's segments (:func:`demo_segments` of
+    the session's own duration) and the beats the synthetic heart was given, on the pipeline's
+    session clock.
+
+    Args:
+        session: the ``firmware_bridge.sim.SyntheticSession`` from :func:`demo_session`.
+        window_s: the pipeline's rPPG heart-rate window, s (the truth is also drawn over it).
+        shift_s: the synthetic session's time of the pipeline's t = 0 (its first frame), s.
+
+    Returns:
+        An :class:`edge.outputs.truth.SessionTruth`.
+    """
+    from edge.outputs.truth import HeartTruth, SessionTruth, TruthSegment
+
+    segments = tuple(TruthSegment(s["name"], s["t0_s"] - shift_s, s["t1_s"] - shift_s, s["valence"], s["arousal"])
+                     for s in demo_segments(session.config.duration_s))
+    heart = HeartTruth("script", float(window_s), beat_times_s=session.beat_times_s - shift_s)
+    return SessionTruth(segments=segments, heart=heart, source="demo script")
+
+
 def _demo(cfg: dict) -> int:
     from edge.pipeline import Pipeline, resolve_bundle
     from firmware_bridge.cameras.sim import SimCameraSource
@@ -421,27 +548,46 @@ def _demo(cfg: dict) -> int:
         if v is not None:
             v.write_frame(event.frame.image, event.box)
 
-    with SimulatedSensorBoard(streams, speed=1.0) as board:
-        sensor = SerialSensorSource(board.path)  # the board starts sampling at START, sent here
-        origin_ns = time.monotonic_ns()
+    report = None
+    summary = None
+    try:
+        with SimulatedSensorBoard(streams, speed=1.0) as board:
+            sensor = SerialSensorSource(board.path)  # the board starts sampling at START, sent here
+            origin_ns = time.monotonic_ns()
+            try:
+                camera = SimCameraSource.from_session(session, realtime=True, origin_ns=origin_ns)
+            except BaseException:
+                sensor.close()
+                raise
+            pipeline = Pipeline(camera, [sensor], bundle, mode="live", on_frame=on_frame, **_pipeline_kwargs(cfg))
+            writers = video = None
+            try:
+                writers, video, report = _writers(cfg, True, fps)
+                video_holder["video"] = video
+                n = stream(pipeline, cfg, latency=True, video=video, writers=(writers, report),
+                           printer=cfg["print"] or "table")
+                stats = pipeline.stats()
+            finally:
+                pipeline.close()
+                try:
+                    summary = pipeline.summary(_files_written(cfg))
+                    if report is not None:
+                        # The session's t = 0 is the first frame the pipeline took; the script's is
+                        # the synthetic session's start, put at origin_ns.
+                        first = _session_origin_ns(pipeline)
+                        shift_s = 0.0 if first is None else (first - origin_ns) / 1e9
+                        report.set_truth(demo_truth(session, float(pipeline.p.rppg.pulse_window_s), shift_s))
+                finally:
+                    video_holder.clear()
+                    pipeline = camera = sensor = None  # released before the report is drawn
+                    _close_writers(video, writers)
+        session = streams = board = None
+    finally:
         try:
-            camera = SimCameraSource.from_session(session, realtime=True, origin_ns=origin_ns)
-        except BaseException:
-            sensor.close()
-            raise
-        pipeline = Pipeline(camera, [sensor], bundle, mode="live", on_frame=on_frame, **_pipeline_kwargs(cfg))
-        writers = video = None
-        try:
-            writers, video = _writers(cfg, True, fps)
-            video_holder["video"] = video
-            n = stream(pipeline, cfg, latency=True, video=video, writers=writers, printer=cfg["print"] or "table")
-            stats = pipeline.stats()
+            _draw_report(report)
         finally:
-            pipeline.close()
-            for w in (video, writers):
-                if w is not None:
-                    w.close()
-            print(pipeline.summary(_files_written(cfg)), file=sys.stderr, flush=True)
+            if summary is not None:
+                print(summary, file=sys.stderr, flush=True)
     serial = (stats.get("serial") or [{}])[0]
     print(f"emofuse demo: {n} results, {stats['frames_processed']} frames ({stats['frames_dropped']} dropped), "
           f"serial link: {serial.get('frames_ok', '?')} messages, {serial.get('crc_errors', 0)} CRC errors",
