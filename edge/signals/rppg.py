@@ -1,66 +1,82 @@
 """rPPG: the blood-volume pulse from the mean skin colour of a face, frame by frame.
 
 Input is an (N, 3) trace of skin-pixel means in R, G, B order (see ``edge.signals.roi``).
-Every method here works on sliding windows of ``window_s`` seconds that advance by one frame,
-as in POS (Wang et al. 2017): each window is turned into a pulse segment and the segments are
-overlap-added. Because a window only sees its own frames, :class:`RppgStream` reproduces
-:func:`rppg_extract` exactly, block by block, with O(window) memory.
+Every method here works on sliding windows of ``window_s`` seconds whose pulse segments are
+overlap-added: windows advance by one frame as in POS (Wang et al. 2017), or by half a window
+for CHROM as in its paper. Because a window only sees its own frames, :class:`RppgStream`
+reproduces :func:`rppg_extract` exactly, block by block, with O(window) memory.
 
 Methods (registry :data:`METHODS`, chosen by name; window length L = round(window_s * fs)):
 
-====== ======================================================================== =====
-name   paper                                                                    taper
-====== ======================================================================== =====
-green  Verkruysse, Svaasand & Nelson 2008, Optics Express 16(26): green channel  none
-chrom  de Haan & Jeanne 2013, IEEE TBME 60(10): chrominance X - alpha Y         Hann
-pos    Wang, den Brinker, Stuijk & de Haan 2017, IEEE TBME 64(7): plane         none
-       orthogonal to skin
-lgi    Pilz, Zaunseder, Krajewski & Blazek 2018, CVPR Workshops: local group    none
-       invariance (project out the principal colour direction)
-pbv    de Haan & van Leest 2014, Physiol. Meas. 35(9): blood-volume pulse       none
-       signature
-omit   Alvarez Casado & Bordallo Lopez 2023, IEEE JBHI, "Face2PPG":             none
-       orthogonal matrix image transformation (QR)
-====== ======================================================================== =====
+========== ==================================================================== ===== ======
+name       paper                                                                taper hop
+========== ==================================================================== ===== ======
+green      Verkruysse, Svaasand & Nelson 2008, Optics Express 16(26): green     none  1
+           channel
+chrom      de Haan & Jeanne 2013, IEEE TBME 60(10): chrominance Xf - alpha Yf   Hann  L / 2
+           of the band-passed X and Y
+pos        Wang, den Brinker, Stuijk & de Haan 2017, IEEE TBME 64(7): plane     none  1
+           orthogonal to skin
+lgi        Pilz, Zaunseder, Krajewski & Blazek 2018, CVPR Workshops: local      none  1
+           group invariance (project out the principal colour direction)
+pbv        de Haan & van Leest 2014, Physiol. Meas. 35(9): blood-volume pulse   none  1
+           signature
+omit       Alvarez Casado & Bordallo Lopez 2023, IEEE JBHI, "Face2PPG":         none  1
+           orthogonal matrix image transformation (QR)
+chrom_nobp our variant of chrom: the window mean removed instead of the in-window   Hann  1
+           band-pass, windows advancing by one frame
+========== ==================================================================== ===== ======
 
-Per-window steps and constants (C is the window's (L, 3) trace, mu its per-channel mean):
+Per-window steps and constants (C is the window's (L, 3) trace, mu its per-channel mean). The
+window length is a setting of every method (default 1.6 s: POS's 32 frames at 20 fps, also
+the common choice for CHROM); each overlap-added segment has its mean removed or, for chrom,
+is band-passed, so the overlap-add itself is a mild high-pass below about fs / L.
 
-- green: g = G / mu_G; segment = g - mean(g). Relative units, positive with reflected light.
-- chrom: Cn = C / mu; X = 3 Rn - 2 Gn, Y = 1.5 Rn + Gn - 1.5 Bn, each with its window mean
-  removed; alpha = std(X) / std(Y); segment = (X - alpha Y) * periodic Hann(L). Two
-  departures from the paper, both for the sake of the whole 42-210 bpm band and exact
-  streaming: (1) the paper band-passes X and Y before tuning alpha, but inside a 1.6 s window a
-  0.7 Hz high-pass cannot settle, and in our tests it removed the fundamental of pulses below
-  50 bpm (the common toolbox form, 0.7-2.5 Hz, also caps the rate at 150 bpm), so the window
-  mean is removed instead and band limiting is left to :func:`rppg_clean`; (2) the paper's
-  Hann windows overlap by half, which leaves the frames after the last whole window without
-  output, so windows advance by one frame like the other methods (the Hann weighting is kept).
+- green: segment = G - mean(G), in the units of C: the raw green channel, as Verkruysse et al.
+  (their band-pass is :func:`rppg_clean`). Before issue 10 it was G / mu_G (relative units).
+- chrom: Cn = C / mu - 1; Xs = 3 Rn - 2 Gn, Ys = 1.5 Rn + Gn - 1.5 Bn (the paper's
+  skin-tone-standardised chrominance); Xf, Yf = zero-phase Butterworth band-pass of Xs and Ys
+  inside the window (:data:`CHROM_BAND_HZ`, order :data:`CHROM_ORDER`, forward and backward
+  with scipy.signal.sosfiltfilt's odd padding); alpha = std(Xf) / std(Yf); segment =
+  (Xf - alpha Yf) * periodic Hann(L); windows of an even L overlapping by half, so the
+  Hann copies sum to one. The paper does not fix the filter for every camera; the band is
+  this package's pulse band, 42-210 bpm (the iPhys toolbox uses 0.7-2.5 Hz, which caps
+  the rate at 150 bpm). Measured limit at the default 1.6 s: inside 1.2 beats the high-pass
+  suppresses a 45 bpm fundamental below its harmonic (48 bpm and up are recovered; tested).
+  The frames after the last whole window (fewer than L / 2) have no output (NaN).
+- chrom_nobp: Cn = C / mu; X = 3 Rn - 2 Gn, Y = 1.5 Rn + Gn - 1.5 Bn, each with its window
+  mean removed; alpha = std(X) / std(Y); segment = (X - alpha Y) * periodic Hann(L); hop 1.
+  This was ``chrom`` before issue 10. It keeps 45 bpm and costs no filter, but any colour
+  change outside the pulse band (a slow flush in one channel) pulls alpha away from the
+  value that cancels intensity changes (tested against chrom).
 - pos: Cn = C / mu; S = P Cn with P = [[0, 1, -1], [-2, 1, 1]]; h = S1 + alpha S2 with
-  alpha = std(S1) / std(S2); segment = h - mean(h). The paper's 1.6 s window (32 frames at
-  20 fps) is the default for every method.
+  alpha = std(S1) / std(S2); segment = h - mean(h) (Wang et al. 2017, Algorithm 1).
 - lgi: u = principal left singular vector of the raw (not normalised) 3 x L window, the
   dominant colour direction; Y = (I - u u^T) C^T; segment = Y_G - mean(Y_G), in the units of C.
   The kernel finds u by power iteration on the 3 x 3 Gram matrix (LAPACK eigh if it does not
   converge); the reference uses np.linalg.svd.
-- pbv: Cn = C / mu - 1; Q = Cn^T Cn; W = Q^-1 p / (p^T Q^-1 p) with the normalised signature
-  p = [0.33, 0.77, 0.53] (:data:`PBV_SIGNATURE`, the blood-volume pulse signature used for PBV
-  in the rPPG literature, e.g. restated by Wang et al. 2017); segment = Cn W - mean(Cn W).
+- pbv: Cn = C / mu - 1; Q = Cn^T Cn; W = Q^-1 p / (p^T Q^-1 p) with the fixed, normalised
+  signature p = [0.33, 0.77, 0.53] (:data:`PBV_SIGNATURE`; the paper's a-priori signature, not
+  one estimated from the window as some toolboxes do); segment = Cn W - mean(Cn W).
   A ridge of 1e-12 trace(Q) keeps Q invertible on noise-free input.
 - omit: Q R = qr(3 x L window); u = Q[:, 0], which is the window's first colour sample made
-  unit length; Y = (I - u u^T) C^T; segment = Y_G - mean(Y_G), in the units of C.
+  unit length; Y = (I - u u^T) C^T; segment = Y_G - mean(Y_G), in the units of C. This is the
+  authors' own implementation of OMIT (QR of the 3 x L colour matrix, first column of Q).
 
 Missing frames: a row with any NaN or infinite value (no face in that frame) makes every window
 that contains it contribute nothing, and so does a window whose channel means are not > 0 or
 whose projection is degenerate. An output sample that no contributing window covers is NaN, so
 a gap stays visible but does not spread: only the frames that are themselves missing come out
-NaN (when N >= L); their neighbours carry fewer overlap-added segments. :func:`rppg_clean`
+NaN (when N >= L) for the hop-1 methods; for chrom every window that touches a missing frame
+is lost, so up to about 1.5 L frames around it are NaN. Neighbours of a gap carry fewer
+overlap-added segments. :func:`rppg_clean`
 keeps NaN where the pulse is NaN.
 
 Polarity: for a trace whose channels all rise along the signature [0.33, 0.77, 0.53] with a
-pulse p(t), green, pos, lgi, pbv and omit follow p and chrom follows -p (tested). A contact
+pulse p(t), green, pos, lgi, pbv and omit follow p and chrom and chrom_nobp follow -p (tested). A contact
 BVP's sign depends on its device, so compare waveforms sign-agnostically.
 
-Length (about 730 lines, a tenth of it the method notes above) on purpose: each method's
+Length (about 870 lines, a sixth of it the method notes above) on purpose: each method's
 kernel, its registry entry and the driver that calls it are kept in one file, so a method is
 read, and added, in one place.
 """
@@ -86,8 +102,15 @@ CHROM_Y = (1.5, 1.0, -1.5)
 PBV_SIGNATURE = (0.33, 0.77, 0.53)
 #: Relative ridge added to PBV's colour covariance before solving.
 PBV_RIDGE = 1e-12
+#: CHROM's band-pass of X and Y inside each window: band edges in Hz (42-210 bpm, the band of
+#: :func:`rppg_clean`) and Butterworth prototype order (3, as the iPhys toolbox's CHROM).
+CHROM_BAND_HZ = (0.7, 3.5)
+CHROM_ORDER = 3
+#: Fewest frames a chrom window may hold: more than the filter's odd-extension length,
+#: 3 (2 CHROM_ORDER + 1), as scipy.signal.sosfiltfilt requires.
+CHROM_MIN_WINDOW = 3 * (2 * CHROM_ORDER + 1) + 1
 
-_GREEN, _CHROM, _POS, _LGI, _PBV, _OMIT = range(6)
+_GREEN, _CHROM, _POS, _LGI, _PBV, _OMIT, _CHROM_NOBP = range(7)
 
 
 # --------------------------------------------------------------------------- per-window kernels
@@ -123,12 +146,10 @@ def _center(h):
 
 @njit(cache=True, nogil=True)
 def _green_window(w, h):
-    mr, mg, mb = _means(w)
-    if not mg > 0.0:
-        return False
-    ig = 1.0 / mg
-    for i in range(w.shape[0]):
-        h[i] = w[i, 1] * ig
+    # Verkruysse et al. use the raw green channel: no normalisation, the window mean removed.
+    L = w.shape[0]
+    for i in range(L):
+        h[i] = w[i, 1]
     _center(h)
     return True
 
@@ -172,7 +193,102 @@ def _pos_window(w, h, s2):
 
 
 @njit(cache=True, nogil=True)
-def _chrom_window(w, h, y):
+def _filtfilt_inplace(filt, x, ext, zi):
+    """x <- x filtered forward and backward by the sections in filt, as scipy.signal.sosfiltfilt.
+
+    filt: (n_sections, 8) rows [b0, b1, b2, 1, a1, a2, zi0, zi1], the last two the section's
+    steady-state state for a unit step (scipy.signal.sosfilt_zi). The signal is extended at both
+    ends by its point reflection over sosfiltfilt's default padlen (the caller guarantees
+    len(x) > padlen); ext (>= len(x) + 2 padlen) and zi (n_sections, 2) are scratch, so a
+    window allocates nothing.
+    """
+    n = x.shape[0]
+    n_sec = filt.shape[0]
+    zb = 0
+    za = 0
+    for s in range(n_sec):
+        if filt[s, 2] == 0.0:
+            zb += 1
+        if filt[s, 5] == 0.0:
+            za += 1
+    edge = 3 * (2 * n_sec + 1 - min(zb, za))
+    m = n + 2 * edge
+    x0 = x[0]
+    xn = x[n - 1]
+    for i in range(edge):
+        ext[i] = 2.0 * x0 - x[edge - i]
+        ext[edge + n + i] = 2.0 * xn - x[n - 2 - i]
+    for i in range(n):
+        ext[edge + i] = x[i]
+    first = ext[0]
+    for s in range(n_sec):
+        zi[s, 0] = filt[s, 6] * first
+        zi[s, 1] = filt[s, 7] * first
+    for i in range(m):
+        v = ext[i]
+        for s in range(n_sec):
+            o = filt[s, 0] * v + zi[s, 0]
+            zi[s, 0] = filt[s, 1] * v - filt[s, 4] * o + zi[s, 1]
+            zi[s, 1] = filt[s, 2] * v - filt[s, 5] * o
+            v = o
+        ext[i] = v
+    last = ext[m - 1]
+    for s in range(n_sec):
+        zi[s, 0] = filt[s, 6] * last
+        zi[s, 1] = filt[s, 7] * last
+    for i in range(m - 1, -1, -1):
+        v = ext[i]
+        for s in range(n_sec):
+            o = filt[s, 0] * v + zi[s, 0]
+            zi[s, 0] = filt[s, 1] * v - filt[s, 4] * o + zi[s, 1]
+            zi[s, 1] = filt[s, 2] * v - filt[s, 5] * o
+            v = o
+        ext[i] = v
+    for i in range(n):
+        x[i] = ext[edge + i]
+
+
+@njit(cache=True, nogil=True)
+def _chrom_window(w, h, y, filt, ext, zi):
+    mr, mg, mb = _means(w)
+    if not (mr > 0.0 and mg > 0.0 and mb > 0.0):
+        return False
+    ir = 1.0 / mr
+    ig = 1.0 / mg
+    ib = 1.0 / mb
+    L = w.shape[0]
+    for i in range(L):
+        rn = w[i, 0] * ir - 1.0
+        gn = w[i, 1] * ig - 1.0
+        bn = w[i, 2] * ib - 1.0
+        h[i] = 3.0 * rn - 2.0 * gn
+        y[i] = 1.5 * rn + gn - 1.5 * bn
+    # The paper's step: band-pass Xs and Ys before alpha is tuned, so alpha balances only the
+    # in-band distortions (colour changes outside the pulse band cannot pull it).
+    _filtfilt_inplace(filt, h, ext, zi)
+    _filtfilt_inplace(filt, y, ext, zi)
+    mx = 0.0
+    my = 0.0
+    for i in range(L):
+        mx += h[i]
+        my += y[i]
+    mx /= L
+    my /= L
+    vx = 0.0
+    vy = 0.0
+    for i in range(L):
+        a = h[i] - mx
+        b = y[i] - my
+        vx += a * a
+        vy += b * b
+    alpha = math.sqrt(vx / vy) if vy > 0.0 else 0.0
+    for i in range(L):
+        h[i] -= alpha * y[i]
+    return True
+
+
+@njit(cache=True, nogil=True)
+def _chrom_nobp_window(w, h, y):
     mr, mg, mb = _means(w)
     if not (mr > 0.0 and mg > 0.0 and mb > 0.0):
         return False
@@ -363,7 +479,8 @@ def _ola_core(buf, first, n_win, L, hop, kind, taper, aux, acc, cov):
     acc and cov are aligned with buf's rows; cov counts the contributing windows per sample.
     One kernel with a method switch, because Numba cannot cache a driver that takes the
     per-window function as an argument or closure, and recompiling per process is too slow.
-    aux is method data (pbv's signature in row 0).
+    aux is float64 (rows, 8) method data: pbv's signature in row 0, columns 0-2; chrom's
+    band-pass sections, one per row (see :func:`_filtfilt_inplace`).
     """
     n = buf.shape[0]
     # bad[i] = rows with a NaN or infinite value among buf[:i], so a window's check is O(1).
@@ -377,6 +494,10 @@ def _ola_core(buf, first, n_win, L, hop, kind, taper, aux, acc, cov):
     h = np.empty(L)
     s2 = np.empty(L)
     sig = np.ascontiguousarray(aux[0, :3])
+    # Scratch for chrom's in-window filter: its odd extension is at most 3 (2 n_sections + 1)
+    # samples per side.
+    ext = np.empty(L + 6 * (2 * aux.shape[0] + 1))
+    zi = np.empty((aux.shape[0], 2))
     for j in range(n_win):
         st = first + j * hop
         if bad[st + L] != bad[st]:
@@ -385,7 +506,9 @@ def _ola_core(buf, first, n_win, L, hop, kind, taper, aux, acc, cov):
         if kind == _POS:
             ok = _pos_window(w, h, s2)
         elif kind == _CHROM:
-            ok = _chrom_window(w, h, s2)
+            ok = _chrom_window(w, h, s2, aux, ext, zi)
+        elif kind == _CHROM_NOBP:
+            ok = _chrom_nobp_window(w, h, s2)
         elif kind == _GREEN:
             ok = _green_window(w, h)
         elif kind == _LGI:
@@ -404,13 +527,23 @@ def _ola_core(buf, first, n_win, L, hop, kind, taper, aux, acc, cov):
 
 
 def _no_aux(fs: float) -> np.ndarray:
-    return np.zeros((1, 3))
+    return np.zeros((1, 8))
 
 
 def _pbv_aux(fs: float) -> np.ndarray:
     sig = np.asarray(PBV_SIGNATURE, dtype=np.float64)
-    aux = np.zeros((1, 3))
-    aux[0] = sig / np.linalg.norm(sig)
+    aux = np.zeros((1, 8))
+    aux[0, :3] = sig / np.linalg.norm(sig)
+    return aux
+
+
+def _chrom_aux(fs: float) -> np.ndarray:
+    from scipy import signal  # design time only
+
+    sos = butter_sos(fs, CHROM_BAND_HZ[0], CHROM_BAND_HZ[1], CHROM_ORDER)
+    aux = np.zeros((sos.shape[0], 8))
+    aux[:, :6] = sos
+    aux[:, 6:] = signal.sosfilt_zi(sos)
     return aux
 
 
@@ -420,7 +553,8 @@ def _rect(L: int) -> np.ndarray:
 
 def _hann_periodic(L: int) -> np.ndarray:
     # Periodic (DFT-even) Hann: its copies shifted by every hop-1 offset sum to exactly L / 2,
-    # so the taper weights the window's centre without rippling the overlap-added output.
+    # and at hop L / 2 (even L) to exactly 1, so the taper weights the window's centre without
+    # rippling the overlap-added output.
     return 0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(L) / L)
 
 
@@ -436,6 +570,8 @@ class RppgMethod:
         make_aux: fs_hz -> float64 (rows, 3) method data for the kernel.
         min_window: fewest frames per window the method accepts.
         paper: where the method comes from.
+        half_overlap: windows of an even length L that advance by L / 2 (chrom, as its paper)
+            instead of by one frame.
     """
 
     name: str
@@ -444,23 +580,27 @@ class RppgMethod:
     make_aux: Callable[[float], np.ndarray]
     min_window: int
     paper: str
+    half_overlap: bool = False
 
     def geometry(self, fs: float, window_s: float) -> tuple[int, int]:
         """(window length L, hop) in frames for sampling rate fs (Hz) and window_s (s).
 
-        The hop is one frame for every method; the overlap-add kernel and the stream accept
-        any hop, so a method with another hop would change only this line.
+        L = round(window_s * fs) and hop 1, or with ``half_overlap`` L rounded to the nearest
+        even count and hop L / 2 (periodic Hann copies at that hop sum to exactly 1).
 
         Raises:
             ConfigError: the window holds fewer than ``min_window`` frames.
         """
-        L = int(math.floor(window_s * fs + 0.5))
+        if self.half_overlap:
+            L = 2 * int(math.floor(window_s * fs / 2.0 + 0.5))
+        else:
+            L = int(math.floor(window_s * fs + 0.5))
         if L < self.min_window:
             raise ConfigError(
                 f"rPPG method '{self.name}' needs windows of >= {self.min_window} frames; "
                 f"window_s={window_s} s at fs={fs} Hz gives {L}"
             )
-        return L, 1
+        return L, (L // 2 if self.half_overlap else 1)
 
 
 #: rPPG methods by name; every entry runs through the same overlap-add kernel.
@@ -470,8 +610,14 @@ METHODS: dict[str, RppgMethod] = {
         "Verkruysse, Svaasand & Nelson 2008, Optics Express 16(26):21434",
     ),
     "chrom": RppgMethod(
-        "chrom", _CHROM, _hann_periodic, _no_aux, 2,
-        "de Haan & Jeanne 2013, IEEE TBME 60(10):2878",
+        "chrom", _CHROM, _hann_periodic, _chrom_aux, CHROM_MIN_WINDOW,
+        "de Haan & Jeanne 2013, Robust pulse rate from chrominance-based rPPG, IEEE TBME 60(10):2878",
+        half_overlap=True,
+    ),
+    "chrom_nobp": RppgMethod(
+        "chrom_nobp", _CHROM_NOBP, _hann_periodic, _no_aux, 2,
+        "variant of de Haan & Jeanne 2013 (IEEE TBME 60(10):2878): window mean removed instead "
+        "of the band-pass, windows advance by one frame",
     ),
     "pos": RppgMethod(
         "pos", _POS, _rect, _no_aux, 2,
@@ -539,20 +685,23 @@ def rppg_extract(rgb, fs: float, method: str = "pos", window_s: float = 1.6) -> 
             scale, e.g. 8-bit units). Rows with NaN or infinite values mark frames without
             a face.
         fs: frame rate in Hz.
-        method: a key of :data:`METHODS`: "green", "chrom", "pos", "lgi", "pbv" or "omit".
+        method: a key of :data:`METHODS`: "green", "chrom", "pos", "lgi", "pbv", "omit" or
+            the variant "chrom_nobp".
         window_s: sliding-window length in seconds (default 1.6 s, POS's 32 frames at 20 fps).
 
     Returns:
         float64 (N,) pulse, unfiltered (run :func:`rppg_clean` before estimating heart
-        rate). Units: relative colour change for green, chrom, pos and pbv; the units of rgb
-        for lgi and omit. NaN where no contributing window covers a sample: every sample if
-        N < L, and at missing frames.
+        rate). Units: relative colour change for chrom, chrom_nobp, pos and pbv; the units of
+        rgb for green, lgi and omit. NaN where no contributing window covers a sample: every
+        sample if N < L, at missing frames, and for chrom around them and after its last
+        whole window.
 
     Raises:
-        BadInputError: rgb not (N, 3) real or holding negative values, or fs not finite
-            and > 0.
+        BadInputError: rgb not (N, 3) real or holding negative values, fs not finite and
+            > 0, or (chrom) fs too low for its band (CHROM_BAND_HZ[1] >= fs / 2).
         ConfigError: unknown method (the message lists the valid names), window_s not
-            finite and > 0, or window_s * fs rounding to fewer than 2 frames.
+            finite and > 0, or window_s * fs rounding to fewer than 2 frames (chrom: fewer
+            than :data:`CHROM_MIN_WINDOW`).
     """
     spec = _method(method)
     fs = check_rate(fs)

@@ -9,7 +9,8 @@ against an independent formulation:
 - :func:`bandpass_scipy` is ``scipy.signal.butter`` + ``sosfiltfilt`` / ``sosfilt``.
 - :func:`rppg_reference` loops over windows in Python with matrix algebra per window:
   ``np.linalg.svd`` for LGI, ``np.linalg.qr`` for OMIT, ``np.linalg.solve`` for PBV,
-  ``scipy.signal.get_window`` for CHROM's Hann taper. It shares only the documented constants
+  ``scipy.signal.get_window`` for CHROM's Hann taper and ``scipy.signal.sosfiltfilt`` for its
+  in-window band-pass. It shares only the documented constants
   (projection matrices, signature, band) with the kernels, not their code.
 
 Conventions (window length, hops, tapers, NaN and degenerate windows) are those documented in
@@ -21,6 +22,8 @@ import numpy as np
 from scipy import signal
 
 from edge.signals.rppg import (
+    CHROM_BAND_HZ,
+    CHROM_ORDER,
     CHROM_X,
     CHROM_Y,
     PBV_RIDGE,
@@ -62,7 +65,7 @@ def _window_len(fs: float, window_s: float) -> int:
 
 
 def _green(c, fs):
-    g = c[:, 1] / c[:, 1].mean()
+    g = c[:, 1]
     return g - g.mean()
 
 
@@ -76,6 +79,15 @@ def _pos(c, fs):
 
 
 def _chrom(c, fs):
+    """de Haan & Jeanne 2013: Xf, Yf band-passed (scipy sosfiltfilt), S = Xf - alpha Yf."""
+    cn = c / c.mean(axis=0) - 1.0
+    sos = signal.butter(CHROM_ORDER, list(CHROM_BAND_HZ), btype="bandpass", fs=fs, output="sos")
+    x = signal.sosfiltfilt(sos, cn @ np.asarray(CHROM_X))
+    y = signal.sosfiltfilt(sos, cn @ np.asarray(CHROM_Y))
+    return x - x.std() / y.std() * y if y.std() > 0 else x
+
+
+def _chrom_nobp(c, fs):
     cn = c / c.mean(axis=0)
     x = cn @ np.asarray(CHROM_X)
     y = cn @ np.asarray(CHROM_Y)
@@ -117,12 +129,13 @@ def _pbv(c, fs):
 _WINDOW_FUNCS = {
     "green": _green,
     "chrom": _chrom,
+    "chrom_nobp": _chrom_nobp,
     "pos": _pos,
     "lgi": _lgi,
     "pbv": _pbv,
     "omit": _omit,
 }
-_NEEDS_POSITIVE_MEAN = {"green", "chrom", "pos", "pbv"}
+_NEEDS_POSITIVE_MEAN = {"chrom", "chrom_nobp", "pos", "pbv"}
 
 
 def rppg_reference(rgb, fs: float, method: str = "pos", window_s: float = 1.6) -> np.ndarray:
@@ -131,7 +144,7 @@ def rppg_reference(rgb, fs: float, method: str = "pos", window_s: float = 1.6) -
     Args:
         rgb: (N, 3) R, G, B skin means; NaN rows allowed.
         fs: frame rate in Hz.
-        method: green, chrom, pos, lgi, pbv or omit.
+        method: green, chrom, chrom_nobp, pos, lgi, pbv or omit.
         window_s: window length in seconds.
 
     Returns:
@@ -139,9 +152,14 @@ def rppg_reference(rgb, fs: float, method: str = "pos", window_s: float = 1.6) -
     """
     rgb = np.asarray(rgb, dtype=np.float64)
     n = rgb.shape[0]
-    L = _window_len(fs, window_s)
-    hop = 1
-    taper = signal.get_window("hann", L, fftbins=True) if method == "chrom" else np.ones(L)
+    if method == "chrom":  # even windows at half overlap, as the paper
+        L = 2 * int(np.floor(window_s * fs / 2 + 0.5))
+        hop = L // 2
+    else:
+        L = _window_len(fs, window_s)
+        hop = 1
+    hann = method in ("chrom", "chrom_nobp")
+    taper = signal.get_window("hann", L, fftbins=True) if hann else np.ones(L)
     fn = _WINDOW_FUNCS[method]
     acc = np.zeros(n)
     cov = np.zeros(n, dtype=int)
