@@ -1,7 +1,9 @@
 """``emofuse bench signals``: throughput of the Numba kernels against NumPy/SciPy baselines
 (:mod:`bench.signals`); ``emofuse bench BUNDLE``: latency and throughput of an exported bundle
 per backend, precision and batch (:mod:`bench.bundle`); ``emofuse bench pipeline``: the whole
-runtime on a recording against the issue-6 targets (:mod:`bench.pipeline`, docs/PERFORMANCE.md).
+runtime on a recording against the issue-6 targets (:mod:`bench.pipeline`, docs/PERFORMANCE.md);
+``emofuse bench rppg-methods``: each rPPG method's heart-rate error on the synthetic sweep and the
+real clip, and its per-window cost (:mod:`bench.rppg_methods`).
 
 The figures go in docs/BENCHMARKS.md and docs/QUANTIZATION.md. Speed is measured here, never
 in timed tests (STYLE 14).
@@ -28,8 +30,8 @@ def register(subparsers) -> None:
         "on a recording (replay speed, latency, memory, start-up, per-stage time, a Jetson Orin "
         "Nano estimate) against the targets in docs/PERFORMANCE.md.",
     )
-    p.add_argument("target", help="what to benchmark: 'signals', 'pipeline', 'default' (the packaged "
-                   "bundle) or a bundle folder")
+    p.add_argument("target", help="what to benchmark: 'signals', 'pipeline', 'rppg-methods', 'default' "
+                   "(the packaged bundle) or a bundle folder")
     p.add_argument(
         "--lengths-s", type=float, nargs="+", default=[10.0, 60.0, 300.0],
         help="signal lengths in seconds (default 10 60 300)",
@@ -46,7 +48,8 @@ def register(subparsers) -> None:
     p.add_argument("--dense-max-s", type=float, default=60.0,
                    help="longest signal the O(N^3) dense-detrend baseline is run on (default 60)")
     p.add_argument("--data", default=None, metavar="DIR",
-                   help="data folder holding ecg/mitdb-100/100.hea (bench signals; default: "
+                   help="data folder holding ecg/mitdb-100/100.hea (bench signals) or "
+                   "rppg/physrecorder-v01 (bench rppg-methods); default: "
                    "$EMOFUSE_DATA, else ../shared/data from the current directory)")
     p.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
     b = p.add_argument_group("bundle benchmark (bench BUNDLE)")
@@ -78,12 +81,22 @@ def register(subparsers) -> None:
     g.add_argument("--report", default=None, help="also write the report here (.json: JSON, else Markdown)")
     g.add_argument("--tracker", default=None, metavar="JSON",
                    help='face-tracker settings to try, e.g. \'{"detect_every": 30}\' (default: the pipeline\'s)')
+    r = p.add_argument_group("rPPG methods (bench rppg-methods)")
+    r.add_argument("--methods", nargs="+", default=None, help="rPPG methods (default: all registered)")
+    r.add_argument("--rates-bpm", type=float, nargs="+", default=None,
+                   help="synthetic rates (default 45 60 75 90 110 130 155 180)")
+    r.add_argument("--session-s", type=float, default=20.0,
+                   help="synthetic session length; 10 s windows start every 5 s (default 20)")
+    r.add_argument("--no-real", action="store_true", help="skip the real clip")
+    r.add_argument("--no-cost", action="store_true", help="skip the per-window cost")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
     if args.target == "pipeline":
         return run_pipeline(args)
+    if args.target == "rppg-methods":
+        return run_rppg_methods(args)
     if args.target != "signals":
         return run_bundle(args)
     if args.repeat < 1:
@@ -138,6 +151,38 @@ def run_bundle(args) -> int:
         warmup=args.warmup, runs=args.runs,
     )
     sys.stdout.write(bb.format_json_lines(result) if args.json else bb.format_bundle_table(result))
+    return 0
+
+
+def run_rppg_methods(args) -> int:
+    from pathlib import Path
+
+    from bench import rppg_methods as brm  # imported when run, as bench.bundle above
+    from edge.signals.rppg import METHODS
+
+    methods = args.methods or list(METHODS)
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise ConfigError(f"unknown rPPG method(s) {unknown}; valid: {', '.join(sorted(METHODS))}")
+    if args.session_s < brm.WINDOW_S:
+        raise ConfigError(f"--session-s must be >= {brm.WINDOW_S} s (one heart-rate window)")
+    starts = tuple(5.0 * k for k in range(int((args.session_s - brm.WINDOW_S) // 5.0) + 1))
+    progress = lambda msg: print(f"emofuse bench: {msg}", file=sys.stderr, flush=True)  # noqa: E731
+    errors = brm.sweep_synthetic(methods, rates=tuple(args.rates_bpm or brm.RATES_BPM),
+                                 duration_s=args.session_s, window_starts=starts, progress=progress)
+    if not args.no_real:
+        data = Path(args.data) if args.data else brm.default_data_dir()
+        if not brm.real_clip(methods, data, errors, progress=progress):
+            progress(f"skipped the real clip: {data / brm.CLIP} not found")
+    cost = None if args.no_cost else brm.cost_per_window(methods)
+    rows = brm.summarise(errors)
+    if args.json:
+        for row in rows:
+            print(json.dumps(row))
+        for row in cost or []:
+            print(json.dumps(row))
+    else:
+        sys.stdout.write(brm.format_tables(rows, cost))
     return 0
 
 
