@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Rebuild edge/default_bundle/, the bundle `emofuse demo`, `emofuse faces` and `--bundle default` use:
-#   0. python3 -m export.faces.train   the face encoder, supervised and distilled on real photos
-#                         (FACES; skipped when FACE_ENCODER names an existing face_encoder.pt)
+#   0. python3 -m export.faces.train   the face encoder (conv stem), supervised and distilled on
+#                         real photos of FACES, plus generator-warped faces of its training
+#                         identities for valence / arousal only (skipped when FACE_ENCODER names
+#                         an existing face_encoder.pt)
 #   1. emofuse train      the project's preset on its own synthetic data, one identity per subject
 #                         from FACES (subject k-fold, then a final model on every subject, with
 #                         the photos of FACES' training identities mixed in as face-only samples
@@ -19,7 +21,11 @@
 # Settings (environment):
 #   FACES      the face photos (default ../shared/data/faces)
 #   FACE_ENCODER  a face_encoder.pt to use instead of training one (step 0)
-#   FACE_EPOCHS   epochs of step 0 (default 12)
+#   FACE_EPOCHS   epochs of step 0 (default 40)
+#   FACE_BUDGET_S wall-time budget of step 0's loop (default none: the schedule follows the steps;
+#                 the shipped encoder used 3600 s on 2 shared CPU cores, see docs/RESULTS.md)
+#   FACE_SYNTHETIC  generator-warped faces rendered for step 0 (default 4000)
+#   STILLS_PER_EPOCH  real photos drawn per epoch of the final model (default 6144)
 #   MODEL      model to train (default promptfusion_mm: face clip, rPPG TFR and contact PPG / EDA,
 #              each but the face optional, so the demo gives valence / arousal from its first
 #              face clip)
@@ -46,7 +52,11 @@ WORKERS="${WORKERS:-2}"
 CALIB="${CALIB:-synth}"
 DEST="${DEST:-edge/default_bundle}"
 EMOFUSE="${EMOFUSE:-python3 -m edge.cli}"
-FACE_EPOCHS="${FACE_EPOCHS:-12}"
+FACE_EPOCHS="${FACE_EPOCHS:-40}"
+FACE_SYNTHETIC="${FACE_SYNTHETIC:-4000}"
+STILLS_PER_EPOCH="${STILLS_PER_EPOCH:-6144}"
+FACE_ARGS=()
+if [[ -n "${FACE_BUDGET_S:-}" ]]; then FACE_ARGS+=(--time-budget-s "$FACE_BUDGET_S"); fi
 TRAIN_ARGS=()
 if [[ -n "${EPOCHS:-}" ]]; then TRAIN_ARGS+=(--epochs "$EPOCHS"); fi
 if [[ -n "${FOLDS:-}" ]]; then TRAIN_ARGS+=(--folds "$FOLDS"); fi
@@ -58,10 +68,10 @@ mkdir -p "$WORK"
 FACE_ENCODER="${FACE_ENCODER:-$WORK/faces/face_encoder.pt}"
 if [[ ! -f "$FACE_ENCODER" ]]; then
     python3 -m export.faces.train --data "$FACES" --out "$(dirname "$FACE_ENCODER")" --epochs "$FACE_EPOCHS" \
-        --preset "$ENCODER" --seed 0
+        --preset "$ENCODER" --seed 0 --threads 2 --synthetic "$FACE_SYNTHETIC" "${FACE_ARGS[@]}"
 fi
 TRAIN_ARGS+=(--face-encoder "$FACE_ENCODER")
-if [[ "$MODEL" == "promptfusion_mm" ]]; then TRAIN_ARGS+=(--stills "$FACES"); fi
+if [[ "$MODEL" == "promptfusion_mm" ]]; then TRAIN_ARGS+=(--stills "$FACES" --stills-per-epoch "$STILLS_PER_EPOCH"); fi
 
 echo "building the default bundle: model $MODEL ($ENCODER encoder), data $DATA, in $WORK" >&2
 $EMOFUSE train --model "$MODEL" --encoder "$ENCODER" --data "$DATA" --protocol kfold-subject --out "$WORK/train" \
