@@ -254,22 +254,56 @@ def _close_writers(*writers) -> None:
         raise first
 
 
+def _malloc_trim():
+    """glibc's ``malloc_trim`` as a callable, or None (no glibc: musl, macOS)."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    try:
+        return getattr(ctypes.CDLL(name), "malloc_trim", None) if name else None
+    except OSError:
+        return None
+
+
+#: glibc heaps (malloc arenas) the runtime's threads share. glibc's default, 8 per core, lets each
+#: of the pipeline's threads keep its own heap with its own free pages: resident memory of the
+#: 75 s demo then varies by 15-20 MB from run to run and crossed the 400 MB budget
+#: (docs/PERFORMANCE.md). ``MALLOC_ARENA_MAX`` in the environment wins.
+MALLOC_ARENAS = 2
+_M_ARENA_MAX = -8  # mallopt parameter number (glibc malloc.h)
+
+
+def _cap_malloc_arenas() -> bool:
+    """Cap glibc's malloc arenas at :data:`MALLOC_ARENAS` before the pipeline starts its threads,
+    unless ``MALLOC_ARENA_MAX`` is set. Returns True when the cap was applied (False without
+    glibc, or when the environment sets it)."""
+    import ctypes
+    import ctypes.util
+
+    if os.environ.get("MALLOC_ARENA_MAX"):
+        return False
+    name = ctypes.util.find_library("c")
+    try:
+        mallopt = getattr(ctypes.CDLL(name), "mallopt", None) if name else None
+    except OSError:
+        mallopt = None
+    if mallopt is None:
+        return False
+    ok = bool(mallopt(_M_ARENA_MAX, MALLOC_ARENAS))
+    log.debug("malloc arenas capped at %d: %s", MALLOC_ARENAS, ok)
+    return ok
+
+
 def _release_memory() -> None:
     """Give freed memory back to the system before the report is drawn: collect the pipeline's
     cycles, then ask glibc to return its free heap pages (``malloc_trim``), which it does not do
     by itself for memory freed in the middle of the heap. Without glibc (musl) only the
     collection runs."""
-    import ctypes
-    import ctypes.util
     import gc
 
     gc.collect()
-    name = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(name) if name else None
-        trim = getattr(libc, "malloc_trim", None)
-    except OSError:
-        trim = None
+    trim = _malloc_trim()
     if trim is not None:
         trim(0)
 
@@ -372,6 +406,7 @@ def run_command(args: argparse.Namespace) -> int:
     """
     cfg = settings(args)
     _set_log_level(cfg.get("log_level"))
+    _cap_malloc_arenas()
     command = args.command_name
     if command == "demo":
         return _demo(cfg)

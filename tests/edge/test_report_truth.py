@@ -4,6 +4,7 @@ Checked through the figures' artists (their gids and data), not the pixels."""
 from __future__ import annotations
 
 import argparse
+import sys
 
 import numpy as np
 import pytest
@@ -153,13 +154,23 @@ def test_heart_truth_and_segments_reject_bad_input():
 # -- on the commands -------------------------------------------------------------------------------
 
 
-def _keep_figures(monkeypatch, cls, name):
+def _live_pipelines() -> int:
+    import gc
+
+    from edge.pipeline import Pipeline
+
+    return sum(type(o) is Pipeline for o in gc.get_objects())
+
+
+def _keep_figures(monkeypatch, cls, name, pipelines_at_draw=None):
     """Wrap a real figure-making function so the test sees the figure it made (it still draws
-    and saves as usual)."""
+    and saves as usual), and how many Pipeline objects were alive while it drew."""
     made = []
     real = getattr(cls, name)
 
     def spy(*args, **kwargs):
+        if pipelines_at_draw is not None:
+            pipelines_at_draw.append(_live_pipelines())
         fig = real(*args, **kwargs)
         made.append(fig)
         return fig
@@ -180,13 +191,17 @@ def test_demo_report_draws_its_script(bundle, tmp_path, monkeypatch):
     from edge.cli.run import DEMO_SEGMENTS
     from edge.engine.base import resolve_precision
 
-    made = _keep_figures(monkeypatch, SessionReportWriter, "figure")
+    alive: list[int] = []
+    made = _keep_figures(monkeypatch, SessionReportWriter, "figure", alive)
     monkeypatch.setattr(cli, "_command_modules", lambda: {"run": "edge.cli.run"})
     precision, _ = resolve_precision(load_bundle(bundle), "auto")
     code = cli.main(["demo", "--duration-s", "6", "--bundle", str(bundle), "--precision", precision,
                      "--out-dir", str(tmp_path / "demo"), "--print", "none"])
     assert code == 0 and (tmp_path / "demo" / "report.png").stat().st_size > 10_000
     (fig,) = made
+    # Drawn last, once the pipeline (its engines, buffers and tracker) is gone: the page's
+    # memory does not add to the run's peak (issue 12, the 400 MB budget).
+    assert alive == [0]
     pulse_ax, _, hr_ax, v_ax, a_ax = fig.axes[:5]
     # The script runs 2 s past the asked 6 s (8 s in three segments); the page ends at 6 s.
     names = [t.get_text() for t in _by_gid(pulse_ax, GID_SEGMENT)]
@@ -227,12 +242,14 @@ def test_recording_reference_is_the_finger_bvp_on_the_frames_clock():
 def test_replay_report_draws_the_finger_bvp(tmp_path, monkeypatch):
     import edge.cli as cli
 
-    made = _keep_figures(monkeypatch, SessionReportWriter, "figure")
+    alive: list[int] = []
+    made = _keep_figures(monkeypatch, SessionReportWriter, "figure", alive)
     monkeypatch.setattr(cli, "_command_modules", lambda: {"run": "edge.cli.run"})
     code = cli.main(["replay", str(shared_path(CLIP)), "--bundle", "none", "--report", str(tmp_path / "r.png"),
                      "--print", "none"])
     assert code == 0
     (fig,) = made
+    assert alive == [0]  # drawn after the pipeline is released
     hr_ax = fig.axes[2]
     (ref,) = _by_gid(hr_ax, GID_HR_WINDOWS)
     rppg = next(line for line in hr_ax.get_lines() if line.get_label() == "rPPG")
@@ -265,3 +282,15 @@ def test_hr_plot_draws_the_reference_at_the_window_ends(monkeypatch, tmp_path):
     assert tfr_ax.get_images()[0].get_extent()[1] == pytest.approx(hr_ax.get_xlim()[1])
     lo, hi = hr_ax.get_ylim()
     assert hi - lo >= 20.0
+
+
+def test_malloc_arenas_are_capped_unless_the_environment_says(monkeypatch):
+    import ctypes.util
+
+    from edge.cli import run as run_cli
+
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
+    assert run_cli._cap_malloc_arenas() is False  # the user's setting wins
+    monkeypatch.delenv("MALLOC_ARENA_MAX")
+    glibc = ctypes.util.find_library("c") is not None and sys.platform.startswith("linux")
+    assert run_cli._cap_malloc_arenas() is glibc
