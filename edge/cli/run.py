@@ -357,7 +357,7 @@ def replay_truth(recording, pipeline):
     if heart is None:
         log.info("%s: no reference pulse stream; the report draws no truth", recording)
         return None
-    return SessionTruth(heart=heart, source=f"the recording's {heart.label}")
+    return SessionTruth(heart=heart, source=f"{heart.label} in the recording")
 
 
 def _pipeline_kwargs(cfg: dict) -> dict:

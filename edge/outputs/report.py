@@ -249,7 +249,7 @@ def _draw_heart_truth(ax, heart, t: np.ndarray, x_range) -> list[np.ndarray]:
         drawn.append(inst)
     ref = heart.over_windows(t)
     ax.plot(t, ref, "--", lw=1.2, color=TRUTH_COLOUR, gid=GID_HR_WINDOWS,
-            label=f"{'true' if heart.beat_times_s is not None else heart.label}, "
+            label=f"{'true' if heart.beat_times_s is not None else heart.label},\n"
                   f"same {heart.window_s:g} s windows")
     drawn.append(ref)
     return drawn

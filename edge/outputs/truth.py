@@ -248,7 +248,7 @@ def recording_heart_truth(path: str | os.PathLike, origin_ns: int, window_s: flo
     if int(keep.sum()) < 8:
         return None
     label = "finger BVP" if name == "bvp" else f"contact {name}"
-    return HeartTruth(label=f"{label} (reference)", window_s=float(window_s),
+    return HeartTruth(label=label, window_s=float(window_s),
                       pulse_t_s=(t_ns[keep] - int(origin_ns)) / 1e9, pulse=x[keep])
 
 
@@ -270,4 +270,4 @@ def csv_heart_truth(path: str | os.PathLike, t0_unix_s: float, window_s: float) 
     _, t_ns, x, _ = read_timestamp_csv(p)
     # Seconds relative to t0 computed in ns first: UNIX seconds as float64 keep only ~0.2 us.
     t_s = (t_ns - int(round(float(t0_unix_s) * 1e9))) / 1e9
-    return HeartTruth(label=f"{p.stem} (reference)", window_s=float(window_s), pulse_t_s=t_s, pulse=x[:, 0])
+    return HeartTruth(label=f"{p.stem} reference", window_s=float(window_s), pulse_t_s=t_s, pulse=x[:, 0])
