@@ -102,10 +102,10 @@ class Result:
         face_present: a face box is held on the window's last frame.
         face_box: (x, y, w, h) px of the face in the window's last frame, or None.
         hr_bpm: remote (rPPG) heart rate over the last ``pulse_window_s``, beats/min, or None.
-        hr_quality: its quality in [0, 1] (logistic of the SNR; :func:`edge.signals.hr.snr_quality`),
-            or None without a face. Reported even when below the gate, so a consumer sees
-            how far off it was.
-        hr_snr_db: the SNR behind ``hr_quality``, dB (de Haan & Jeanne 2013), or None.
+        hr_quality: its quality in [0, 1] (the record's ``rppg.hr_gate``:
+            :func:`edge.signals.hr.pulse_quality`), or None without a face. Reported even when
+            below the gate, so a consumer sees how far off it was.
+        hr_snr_db: the window's SNR (one of the gate's features), dB (de Haan & Jeanne 2013), or None.
         contact_present: at least one contact stream (ECG, PPG or EDA) delivers data.
         contact_hr_bpm: heart rate from the contact sensor (ECG R peaks if an ECG stream
             exists, else PPG systolic peaks), beats/min, over the last ``pulse_window_s`` (10 s,

@@ -21,7 +21,8 @@ Versions: ``version`` 2 is this record. Version 1 manifests (before the record) 
 subset of the keys, with the rest fixed in code; :func:`upgrade_v1` fills those in with the
 values version 1's code used, so an old bundle behaves exactly as it did. Keys added to version
 2 later are optional and default to what manifests without them computed: ``rppg.roi_edges``
-absent means ``"pixel"`` (:data:`DEFAULT` says ``"fractional"``); :meth:`Preprocessing.to_dict`
+absent means ``"pixel"`` (:data:`DEFAULT` says ``"fractional"``), ``rppg.hr_gate`` absent means
+``"snr"`` (:data:`DEFAULT` says ``"logistic"``); :meth:`Preprocessing.to_dict`
 leaves such a key out while it holds that value.
 """
 from __future__ import annotations
@@ -33,6 +34,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from edge.signals.hr import GATES as HR_GATES
 from edge.signals.roi import FACE_ROI_FRACTIONS, ROI_EDGES, SKIN_RULES
 from edge.signals.rppg import METHODS as RPPG_METHODS
 from edge.signals.tfr import tfr_params
@@ -70,8 +72,9 @@ _TRACKER_KEYS = tuple(k for k in inspect.signature(FaceTracker.__init__).paramet
 
 
 # Keys added to version 2 after it shipped, with the value a manifest without them means (what
-# bundles written before the key computed). rppg.roi_edges: whole-pixel regions.
-_LEGACY = {"rppg.roi_edges": "pixel"}
+# bundles written before the key computed). rppg.roi_edges: whole-pixel regions; rppg.hr_gate:
+# the logistic of the SNR alone.
+_LEGACY = {"rppg.roi_edges": "pixel", "rppg.hr_gate": "snr"}
 
 
 def _path(*parts: str) -> str:
@@ -200,6 +203,13 @@ class RppgSpec:
             share; the default) or ``"pixel"`` (whole-pixel regions, pooled skin pixels). A
             manifest that does not name it gets ``"pixel"``: what every bundle trained before
             the setting existed computed.
+        hr_gate: how a window's heart-rate quality is scored (:data:`edge.signals.hr.GATES`):
+            ``"logistic"`` (a logistic regression over SNR, agreement of the window's halves,
+            beat checks and pulse amplitude, fitted on labelled windows:
+            :func:`edge.signals.hr.gate_quality`; the default) or ``"snr"`` (the logistic of the
+            SNR alone, :func:`edge.signals.hr.snr_quality`). The runtime reports a heart rate
+            whose quality reaches its ``min_pulse_quality``. A manifest that does not name it
+            gets ``"snr"``.
     """
 
     roi: tuple
@@ -213,6 +223,7 @@ class RppgSpec:
     min_valid_fraction: float
     hr_min_face_fraction: float
     roi_edges: str
+    hr_gate: str
 
     @property
     def roi_fractions(self) -> dict:
@@ -395,7 +406,8 @@ class Preprocessing:
                      "method_window_s": r.method_window_s, "pulse_window_s": r.pulse_window_s,
                      "clean": r.clean.kwargs(), "gap_fill": r.gap_fill, "max_gap_periods": r.max_gap_periods,
                      "min_valid_fraction": r.min_valid_fraction, "hr_min_face_fraction": r.hr_min_face_fraction,
-                     **({} if r.roi_edges == _LEGACY["rppg.roi_edges"] else {"roi_edges": r.roi_edges})},
+                     **({} if r.roi_edges == _LEGACY["rppg.roi_edges"] else {"roi_edges": r.roi_edges}),
+                     **({} if r.hr_gate == _LEGACY["rppg.hr_gate"] else {"hr_gate": r.hr_gate})},
             "tfr": self.tfr.kwargs(),
             "contact": {"streams": list(c.streams),
                         "signals": {s.name: {"aliases": list(s.aliases), "units": s.units} for s in c.signals},
@@ -472,7 +484,8 @@ def _parse_face(node: Any) -> FaceSpec:
 def _parse_rppg(node: Any, window_s: float) -> RppgSpec:
     w = _path("rppg")
     r = _obj(node, w, ("roi", "skin", "method", "method_window_s", "pulse_window_s", "clean", "gap_fill",
-                       "max_gap_periods", "min_valid_fraction", "hr_min_face_fraction"), optional=("roi_edges",))
+                       "max_gap_periods", "min_valid_fraction", "hr_min_face_fraction"),
+             optional=("roi_edges", "hr_gate"))
     roi = r["roi"]
     if not isinstance(roi, Mapping) or not roi:
         raise ConfigError(f"{w}.roi must be a non-empty object of regions")
@@ -506,6 +519,7 @@ def _parse_rppg(node: Any, window_s: float) -> RppgSpec:
         hr_min_face_fraction=_num(r, "hr_min_face_fraction", w, lo=0.0, hi=1.0),
         # Absent = the whole-pixel regions that manifests written before the key always meant.
         roi_edges=_str(r, "roi_edges", w, ROI_EDGES) if "roi_edges" in r else _LEGACY["rppg.roi_edges"],
+        hr_gate=_str(r, "hr_gate", w, HR_GATES) if "hr_gate" in r else _LEGACY["rppg.hr_gate"],
     )
 
 
@@ -641,7 +655,7 @@ DEFAULT = Preprocessing.from_dict({
              "method_window_s": 1.6, "pulse_window_s": 10.0,
              "clean": {"lam": 100.0, "lo": 0.7, "hi": 3.5, "order": 4}, "gap_fill": 0.0,
              "max_gap_periods": DEFAULT_MAX_GAP_PERIODS, "min_valid_fraction": MODEL_MIN_VALID_FRACTION,
-             "hr_min_face_fraction": 0.9, "roi_edges": "fractional"},
+             "hr_min_face_fraction": 0.9, "roi_edges": "fractional", "hr_gate": "logistic"},
     "tfr": {"kind": "stft", "shape": [32, 32], "lo": 0.7, "hi": 3.5, "norm": "zscore", "nperseg_s": 4.0,
             "overlap": 0.9},
     "contact": {"streams": ["ppg", "eda"], "signals": _V1_SIGNALS, "rate_hz": 32.0, "n_samples": 1920,

@@ -8,8 +8,9 @@ window. Each half says for itself which of its model inputs it could form and wh
 (:class:`InputStatus`); the gate joins them.
 
 Gating (:class:`edge.results.Reason`): the rPPG heart rate is reported when the face was seen
-for ``rppg.hr_min_face_fraction`` of the pulse window (90 % by default) and the spectral SNR
-quality reaches ``min_pulse_quality``; the contact values need ``contact_min_s`` of signal
+for ``rppg.hr_min_face_fraction`` of the pulse window (90 % by default) and the quality of the
+record's gate (``rppg.hr_gate``: :func:`edge.signals.hr.pulse_quality`) reaches
+``min_pulse_quality``; the contact values need ``contact_min_s`` of signal
 ending at the window's end, in the units the record declares, judged by its longest gap and its
 measured share: holes up to :data:`CONTACT_BRIDGE_MAX_S` (or the record's
 ``contact.max_gap_periods`` of a slow stream, whichever is longer) are interpolated across,
@@ -47,7 +48,7 @@ from edge.results import STATUS_OK, STATUS_UNKNOWN, Reason, Result
 from edge.signals import roi, rppg, tfr
 from edge.signals.ecg import ecg_peaks
 from edge.signals.eda import eda_decompose, eda_scr
-from edge.signals.hr import heart_rate
+from edge.signals.hr import heart_rate, pulse_quality
 from edge.signals.hrv import hrv_time
 from edge.signals.ppg import ppg_peaks
 from edge.spec import Preprocessing
@@ -321,10 +322,11 @@ class Inference:
         else:
             h = heart_rate(fi.pulse.pulse, p.fps, p.rppg.clean.lo, p.rppg.clean.hi)
             snr = h.snr_db if math.isfinite(h.snr_db) else None
-            if math.isfinite(h.hr_bpm) and h.quality >= self.s.min_pulse_quality:
-                hr = (h.hr_bpm, h.quality, snr)
+            quality = pulse_quality(fi.pulse.pulse, p.fps, h, p.rppg.hr_gate, p.rppg.clean.lo, p.rppg.clean.hi)
+            if math.isfinite(h.hr_bpm) and quality >= self.s.min_pulse_quality:
+                hr = (h.hr_bpm, quality, snr)
             else:
-                hr = (None, h.quality, snr)
+                hr = (None, quality, snr)
                 reasons.add(Reason.LOW_PULSE_QUALITY)
         return fi, status, hr
 

@@ -53,8 +53,9 @@ class PipelineOptions:
         backend: ``"auto"``, ``"onnxruntime"`` or ``"tensorrt"`` (:func:`edge.engine.open_engine`).
         precision: ``"auto"`` (INT8 when the bundle has it), ``"int8"``, ``"fp16"``, ``"fp32"``.
         intra_op_threads: ONNX Runtime threads per engine.
-        min_pulse_quality: rPPG heart rates whose quality (:func:`edge.signals.hr.snr_quality`)
-            is below this are unknown (0..1; 0.5 is an SNR of 0 dB).
+        min_pulse_quality: rPPG heart rates whose quality (the record's ``rppg.hr_gate``:
+            :func:`edge.signals.hr.pulse_quality`) is below this are unknown (0..1; 0.5 is the
+            fitted gate's operating point, and an SNR of 0 dB for the "snr" gate).
         contact_window_s: window of the reported contact HRV and EDA, s (None: the record's
             ``window_s``); the contact heart rate is the mean over its last pulse window.
         contact_min_s: shortest stretch of contact signal a reported value needs, s (holes up to

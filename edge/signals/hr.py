@@ -43,6 +43,15 @@ power) with a 3 dB scale: q = 1 / (1 + exp(-snr_db / 3)). So -6 dB -> 0.12, 0 dB
 +6 dB -> 0.88; it is monotone and in [0, 1]. A window without band power (flat, all zeros, or
 gaps beyond the limits) gives hr_bpm NaN, snr_db NaN and quality 0 rather than an exception, so
 a track keeps one row per window and a dropout is visible.
+
+The runtime's gate (:func:`pulse_quality`, chosen by ``preprocessing.rppg.hr_gate``) is either
+that SNR logistic ("snr", what manifests without the setting get) or a logistic regression
+fitted on labelled windows ("logistic"): :func:`gate_features` gives the SNR, the agreement of
+the spectral rates of the window's two halves, the beat checks and the pulse amplitude, and
+:func:`gate_quality` weighs them with :data:`GATE_COEF` and :data:`GATE_BIAS`, which
+``bench/hr_gate.py`` fitted on synthetic sessions (face sizes, motion, light, noise, skin
+tones, printed photos) and the real webcam clip. Its quality 0.5 is the operating point the fit
+chose; its figures are in docs/BENCHMARKS.md.
 """
 from __future__ import annotations
 
@@ -134,6 +143,146 @@ def snr_quality(snr_db):
         q = 1.0 / (1.0 + np.exp(-snr / _QUALITY_SCALE_DB))
     q = np.where(np.isfinite(snr), q, 0.0)
     return float(q) if q.ndim == 0 else q
+
+
+# -- the calibrated quality gate ------------------------------------------------------------------
+
+#: Names of the gate's features, in the order of :func:`gate_features` and :data:`GATE_COEF`.
+GATE_FEATURES = ("snr_db", "halves_log_bpm", "beats_ok", "beat_count_log", "amplitude_log")
+#: Clip ranges of the features (an infinite SNR or a window without a rival peak stays finite).
+# The amplitude's top, 0.1 (10 % colour change), is beyond any pulse: more is motion or light,
+# and earns no more trust.
+_GATE_CLIP = ((-20.0, 30.0), (0.0, 5.0), (0.0, 1.0), (0.0, 2.0), (-5.0, -1.0))
+# The two sub-windows whose spectral rates are compared: the first and the last 60 % of the window.
+_HALF_FRACTION = 0.6
+
+#: The gate's logistic regression over :data:`GATE_FEATURES`: quality = 1 / (1 + exp(-(b + w . x))).
+#: Provenance: ``python -m bench.hr_gate generate --cache DIR --seeds 0-199`` then ``python -m
+#: bench.hr_gate fit --cache DIR`` (2026-12-03): 1760 labelled 10 s windows of 160 synthetic
+#: sessions (right = within 5 bpm of the truth; printed photos all wrong, weight 5) plus the 11
+#: windows of the real webcam clip (weight 5); the fitted bias 7.7506 shifted by the operating
+#: point's log-odds (p = 0.756: 0.5 above the highest training photo) so that quality 0.5 is that
+#: point. Figures in docs/BENCHMARKS.md ("Heart-rate quality gate").
+GATE_COEF = (1.014, -0.843, 2.231, -1.2913, 2.7585)
+GATE_BIAS = 6.6209
+#: Gates by name (``preprocessing.rppg.hr_gate``): "snr" is the logistic of the SNR alone
+#: (:func:`snr_quality`), "logistic" the fitted regression (:func:`gate_quality`).
+GATES = ("snr", "logistic")
+
+
+def _band_spectrum(x: np.ndarray, fs: float, lo: float, hi: float):
+    """(freqs, power) of the band of one finite window, as the spectral rate computes them."""
+    nfft = _nfft(x.size, fs)
+    power = np.abs(np.fft.rfft((x - x.mean()) * _hann(x.size), nfft)) ** 2
+    freqs = np.fft.rfftfreq(nfft, 1.0 / fs)
+    band = (freqs >= lo) & (freqs <= hi)
+    return freqs[band], power[band]
+
+
+def _peak_hz(x: np.ndarray, fs: float, lo: float, hi: float) -> float:
+    f, p = _band_spectrum(x, fs, lo, hi)
+    return float(f[int(np.argmax(p))]) if p.size and p.max() > 0 else math.nan
+
+
+def gate_features(pulse, fs: float, h: HeartRate, lo: float = 0.7, hi: float = 3.5) -> np.ndarray:
+    """The quality gate's features of one pulse window (:data:`GATE_FEATURES`).
+
+    Args:
+        pulse: float (N,) the pulse window ``h`` was estimated from, at ``fs``; non-finite
+            samples are bridged as :func:`heart_rate` does.
+        fs: sampling rate, Hz.
+        h: :func:`heart_rate` of ``pulse`` (fused method, same band).
+        lo, hi: heart-rate band, Hz.
+
+    Returns:
+        float64 (5,): ``snr_db`` (de Haan & Jeanne 2013 SNR, dB); ``halves_log_bpm``
+        (log(1 + |difference|, bpm) of the spectral rates of the window's first and last 60 %:
+        a pulse keeps its rate, a noise peak wanders); ``beats_ok`` (1 when the beat rate
+        passed its regularity and agreement checks); ``beat_count_log`` (|log| of the beats
+        found over those the spectral rate predicts); ``amplitude_log`` (log10 of the pulse's
+        standard deviation: an rPPG pulse from :func:`edge.signals.rppg.rppg_extract` is in
+        units of relative colour change, and a face without blood volume changes - a printed
+        photo - leaves only the camera's noise, well below a live face). Each is clipped to a
+        finite range. A window without an estimate gives the features of silence (SNR -20 dB,
+        far-apart halves, no beats, amplitude 1e-5).
+
+    Raises:
+        BadInputError: pulse not 1-D real.
+        ConfigError: bad fs or band.
+
+    Method: the SNR of de Haan & Jeanne 2013 (IEEE TBME 60(10)) with this project's own
+    features beside it, chosen on labelled windows (``bench/hr_gate.py``); their weights are
+    :data:`GATE_COEF`.
+    """
+    x = _check_pulse(pulse)
+    fs = _check_band(fs, lo, hi)
+    lims = np.array(_GATE_CLIP)
+    silence = np.array([lims[0, 0], lims[1, 1], 0.0, lims[3, 1], lims[4, 0]])
+    f_spec = h.spectral_bpm / 60.0
+    if not math.isfinite(f_spec):
+        return silence
+    xf, _, _ = _fill_gaps(x, fs, MAX_GAP_S, MAX_MISSING_FRACTION)
+    if xf is None:
+        return silence
+    m = int(round(_HALF_FRACTION * xf.size))
+    a, b = _peak_hz(xf[:m], fs, lo, hi), _peak_hz(xf[-m:], fs, lo, hi)
+    halves = math.log1p(60.0 * abs(a - b)) if math.isfinite(a) and math.isfinite(b) else lims[1, 1]
+    expected = f_spec * xf.size / fs
+    count = abs(math.log(h.n_beats / expected)) if h.n_beats > 0 else lims[3, 1]
+    sd = float(xf.std())
+    amplitude = math.log10(sd) if sd > 0 else lims[4, 0]
+    out = np.array([h.snr_db, halves, float(math.isfinite(h.beats_bpm)), count, amplitude])
+    return np.clip(out, lims[:, 0], lims[:, 1])
+
+
+def gate_quality(features, coef=None, bias: float | None = None) -> float:
+    """The fitted gate's quality in [0, 1] of one window's :func:`gate_features`.
+
+    Args:
+        features: float (5,) from :func:`gate_features`.
+        coef, bias: the regression (default :data:`GATE_COEF`, :data:`GATE_BIAS`).
+
+    Returns:
+        1 / (1 + exp(-(bias + coef . features))); 0.5 is the operating point the fit chose.
+
+    Raises:
+        BadInputError: features not (5,) finite.
+    """
+    x = np.asarray(features, dtype=np.float64)
+    if x.shape != (len(GATE_FEATURES),) or not np.all(np.isfinite(x)):
+        raise BadInputError(f"gate features must be {len(GATE_FEATURES)} finite numbers, got {x!r}")
+    w = np.asarray(GATE_COEF if coef is None else coef, dtype=np.float64)
+    z = float(GATE_BIAS if bias is None else bias) + float(w @ x)
+    return 1.0 / (1.0 + math.exp(-min(max(z, -700.0), 700.0)))
+
+
+def pulse_quality(pulse, fs: float, h: HeartRate, gate: str = "logistic", lo: float = 0.7,
+                  hi: float = 3.5) -> float:
+    """A window's heart-rate quality in [0, 1] by the named gate (what the runtime compares with
+    its ``min_pulse_quality``).
+
+    Args:
+        pulse: float (N,) the pulse window, at ``fs`` Hz.
+        fs: sampling rate, Hz.
+        h: :func:`heart_rate` of ``pulse`` over ``lo``-``hi`` Hz.
+        gate: a name of :data:`GATES`: "logistic" (:func:`gate_quality` of
+            :func:`gate_features`) or "snr" (``h.quality``, :func:`snr_quality`).
+        lo, hi: heart-rate band, Hz.
+
+    Returns:
+        Quality; 0.0 for a window without an estimate.
+
+    Raises:
+        ConfigError: unknown gate, bad fs or band.
+        BadInputError: pulse not 1-D real.
+    """
+    if gate not in GATES:
+        raise ConfigError(f"unknown heart-rate gate {gate!r}; choose from {GATES}")
+    if not math.isfinite(h.hr_bpm):
+        return 0.0
+    if gate == "snr":
+        return float(h.quality)
+    return gate_quality(gate_features(pulse, fs, h, lo, hi))
 
 
 def _check_band(fs: float, lo: float, hi: float) -> float:

@@ -1,7 +1,8 @@
 """End to end on real recordings (issue 6, section 7).
 
 - ``emofuse replay`` on the PhysRecorder clip (real webcam video + finger BVP), opened as a
-  recording: the rPPG heart rate it reports is within 3 bpm of the finger BVP's.
+  recording: the gate reports at least 10 of its 11 full windows, each within 3 bpm of the
+  finger BVP's heart rate over the same window.
 - A recording built from NeuroKit's resting ECG/PPG file fed through the simulated serial
   board (pseudo-terminal, wire protocol, int16 quantisation, the real decoder and clock
   mapping): the contact heart rate the pipeline reports is within 1 bpm of the one computed
@@ -42,16 +43,15 @@ def test_replay_of_the_physrecorder_clip_matches_the_finger_bvp(monkeypatch, cap
     assert emofuse("replay", clip, "--bundle", bundle, monkeypatch=monkeypatch) == 0
     results = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [r["t_s"] for r in results] == [float(k) for k in range(1, len(results) + 1)] and len(results) >= 19
-    # The pulse window is full from t = 10 s on; the gate reports a heart rate exactly where
-    # the SNR quality reaches min_pulse_quality (0.5 by default). Replay is deterministic:
-    # this clip gives 11 full windows, of which 5 pass (qualities 0.37-0.60).
+    # The pulse window is full from t = 10 s on; the gate (the default record's calibrated
+    # "logistic" gate) reports a heart rate exactly where its quality reaches min_pulse_quality
+    # (0.5 by default). Replay is deterministic: this clip gives 11 full windows.
     full = [r for r in results if r["hr_quality"] is not None]
     assert [r["t_s"] for r in full] == [float(k) for k in range(10, len(results) + 1)] and len(full) == 11
     assert all((r["hr_bpm"] is not None) == (r["hr_quality"] >= 0.5) for r in full)
     assert all(r["hr_bpm"] is None for r in results if r not in full)
-    hr = [r["hr_bpm"] for r in full if r["hr_bpm"] is not None]
-    assert len(hr) == 5
-    # The finger's heart rate over the same span (session time = UNIX time - frame 0's).
+    # The finger's heart rate (session time = UNIX time - frame 0's), over the whole clip and
+    # over each window's own 10 s.
     b = np.loadtxt(bvp_csv, delimiter=",", skiprows=1)
     t0 = stamps[0, 1]
     fs = 1.0 / float(np.median(np.diff(b[:, 0])))
@@ -60,7 +60,15 @@ def test_replay_of_the_physrecorder_clip_matches_the_finger_bvp(monkeypatch, cap
     span = (t_b >= 0.0) & (t_b <= results[-1]["t_s"])
     hr_bvp = heart_rate(bvp[span], fs).hr_bpm
     assert 65.0 < hr_bvp < 77.0
-    assert abs(np.median(hr) - hr_bvp) < 3.0  # measured: 70.1 vs 71.1 bpm
+    rows = []
+    for r in full:
+        ref = heart_rate(bvp[(t_b > r["t_s"] - P.rppg.pulse_window_s) & (t_b <= r["t_s"])], fs).hr_bpm
+        rows.append((r["t_s"], r["hr_bpm"], round(ref, 1), round(r["hr_quality"], 3)))
+    print("t_s, reported bpm, finger bpm, quality:", rows)
+    reported = [(hr, ref) for _, hr, ref, _ in rows if hr is not None]
+    # Issue 10 item 2: at least 10 of the 11 windows reported, each within 3 bpm of the finger.
+    assert len(reported) >= 10
+    assert all(abs(hr - ref) <= 3.0 for hr, ref in reported), rows
     # The BVP stream of the folder also comes out as the contact heart rate.
     contact = [r["contact_hr_bpm"] for r in results if r["contact_hr_bpm"] is not None]
     assert contact and abs(np.median(contact) - hr_bvp) < 2.0
