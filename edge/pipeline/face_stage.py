@@ -49,12 +49,20 @@ class FaceStage:
         p: the preprocessing record.
         tracker: an object with ``update(frame_bgr) -> state`` with ``state.box`` (default a
             :class:`edge.tracker.FaceTracker` with ``p.face.tracker_settings``).
+        crops: cut the model's face crops (a run without a model, whose windows are not kept,
+            needs none: ``FaceRec.crop`` is then None).
+
+    Attributes:
+        frames, faced, coloured: frames measured, frames with a face box, frames whose ROI
+            gave a skin colour.
     """
 
-    def __init__(self, p: Preprocessing, tracker: Any = None) -> None:
+    def __init__(self, p: Preprocessing, tracker: Any = None, crops: bool = True) -> None:
         self.p = p
         self.tracker = tracker if tracker is not None else FaceTracker(**p.face.tracker_settings)
+        self.crops = bool(crops)
         self._fid = 0
+        self.frames = self.faced = self.coloured = 0
 
     def measure(self, frame: Frame, read_ms: float) -> FaceRec:
         """One frame's :class:`~edge.pipeline.windows.FaceRec`, with its stage times.
@@ -72,7 +80,9 @@ class FaceStage:
         if box is not None:
             rgb = face_colour(frame.image, box, self.p)
             t2 = time.perf_counter()
-            crop = face_crop(frame.image, box, self.p)
+            crop = face_crop(frame.image, box, self.p) if self.crops else None
+            self.faced += 1
+            self.coloured += bool(np.isfinite(rgb[0]))
         else:
             rgb = np.full(3, np.nan)
             t2 = time.perf_counter()
@@ -81,6 +91,7 @@ class FaceStage:
         rec = FaceRec(int(frame.t_ns), self._fid, rgb, crop, box,
                       {"read": read_ms, "track": (t1 - t0) * 1e3, "roi": (t2 - t1) * 1e3, "crop": (t3 - t2) * 1e3})
         self._fid += 1
+        self.frames += 1
         return rec
 
     def stats(self) -> dict | None:

@@ -190,7 +190,9 @@ class Pipeline:
                 self.camera = open_camera_source(camera, live, origin, camera_options or {})
             for s in sensors:
                 self.sensors.append(open_sensor_source(s, live, origin, sensor_options or {}))
-            self.face = FaceStage(p, tracker) if self.camera is not None else None
+            # Crops feed only the model (and kept windows): a signals-only run cuts none.
+            self.face = FaceStage(p, tracker, crops=self.engines is not None or o.keep_windows) \
+                if self.camera is not None else None
             if o.record is not None:
                 self.recorder = Recorder(o.record, codec=o.record_codec, fps=getattr(self.camera, "fps", None) or None,
                                          sources=[("camera", getattr(self.camera, "uri", str(camera)))]

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -58,6 +59,8 @@ class FaceRec:
         crop: uint8 (S, S, 3) face crop, or None without a face.
         box: (x, y, w, h) face box, px, or None.
         timings: per-frame stage times, ms (``read``, ``track``, ``roi``, ``crop``).
+        crop_dropped: the crop was released because no window can take this frame
+            (:meth:`VideoWindows.add`).
     """
 
     t_ns: int
@@ -66,6 +69,7 @@ class FaceRec:
     crop: np.ndarray | None
     box: tuple | None
     timings: dict = field(default_factory=dict)
+    crop_dropped: bool = False
 
 
 @dataclass
@@ -112,6 +116,11 @@ class VideoWindows:
         hop_ns: time between window ends, ns.
         live: close a window on its last frame instead of on the first frame after it.
         keep_s: frame history kept behind the newest window end, s (>= the window).
+
+    Memory: every frame's colour is kept for ``keep_s`` (the pulse windows take them all),
+    but a frame's crop only while a window still to close may take it for a clip or sequence
+    slot (:meth:`add`): at the default record 2 sequence crops a second and the clip's last
+    two seconds, not every frame of the 60 s window.
     """
 
     STAGES = ("read", "track", "roi", "crop")
@@ -130,6 +139,15 @@ class VideoWindows:
         self._sums = dict.fromkeys(self.STAGES, 0.0)
         self._frames = 0
         self._arrival: float | None = None
+        # Offsets of the sequence and clip slots before a window's last grid point, s
+        # (edge.preprocess.face_plan places them there, and computes them so).
+        f = p.face
+        self._seq_offsets = np.arange(f.seq_frames) / f.seq_rate_hz
+        self._clip_offsets = np.arange(f.clip_frames) * f.clip_stride_frames / p.fps
+        # Frames whose crop only clip slots may take, with the next frame's time: released once
+        # the windows still to close have their clips past it.
+        self._clip_only: collections.deque[tuple[int, FaceRec]] = collections.deque()
+        self._lasts_cache: tuple[int, np.ndarray] | None = None
 
     def closed_by(self, t_ns: int) -> Iterator[WindowJob]:
         """The windows a frame at ``t_ns`` completes (its time is at or past their end), oldest first.
@@ -148,8 +166,19 @@ class VideoWindows:
             yield self._close()
 
     def add(self, rec: FaceRec) -> WindowJob | None:
-        """Take in a measured frame; in live mode, the window it completes (else None)."""
+        """Take in a measured frame; in live mode, the window it completes (else None).
+
+        The frame before it keeps its crop only if some window still to close has a clip or
+        sequence slot that would take it (the latest frame at or before the slot's time is
+        that one: it is now known to be followed by this frame)."""
+        prev = self.history[-1] if self.history else None
         self.history.append(rec)
+        if prev is not None and prev.crop is not None and not self._slot_between(prev.t_ns, rec.t_ns,
+                                                                                 self._seq_offsets):
+            if self._slot_between(prev.t_ns, rec.t_ns, self._clip_offsets):
+                self._clip_only.append((int(rec.t_ns), prev))
+            else:
+                _release_crop(prev)
         for k in self.STAGES:
             self._sums[k] += rec.timings.get(k, 0.0)
         self._frames += 1
@@ -167,6 +196,44 @@ class VideoWindows:
         if self.last_t_ns is not None and self.next_end is not None and self._ends_window(self.last_t_ns):
             return self._close()
         return None
+
+    def _slot_between(self, t_a_ns: int, t_b_ns: int, offsets: np.ndarray) -> bool:
+        """Whether a slot (``offsets``: the sequence's or the clip's) of a window not yet closed
+        takes the frame at ``t_a_ns`` when the next frame is at ``t_b_ns``: the slot times and the rule are
+        :func:`edge.preprocess.face_plan`'s (the latest frame at or before the slot's time plus
+        1 us), computed the same way, with 1 ns more either side."""
+        if self.origin_ns is None or self.next_end is None:
+            return True
+        fps = self.p.fps
+        a = (int(t_a_ns) - self.origin_ns) / 1e9
+        b = (int(t_b_ns) - self.origin_ns) / 1e9
+        # A window ending at e has its slots at e - 1/fps - offset: those that can land in
+        # [a, b) belong to the windows ending within [a + 1/fps, b + 1/fps + the largest offset].
+        first = (self.next_end - self.origin_ns) / 1e9
+        hop_s = self.hop_ns / 1e9
+        m0 = max(0, int(math.floor((a + 1.0 / fps - first) / hop_s)) - 1)
+        m1 = int(math.ceil((b + 1.0 / fps + offsets[-1] - first) / hop_s)) + 1
+        if m1 < m0:
+            return False
+        last = self._lasts(m1 + 1)[m0:m1 + 1]
+        # Candidates by a loose bound first (offsets are sorted), then face_plan's exact test.
+        lo = np.searchsorted(offsets, last - b - 1e-5, side="left")
+        hi = np.searchsorted(offsets, last - a + 1e-5, side="right")
+        for i in np.flatnonzero(hi > lo):
+            targets = (last[i] - offsets[lo[i]:hi[i]]) + 1e-6
+            if np.any((targets >= a - 1e-9) & (targets < b + 1e-9)):
+                return True
+        return False
+
+    def _lasts(self, n: int) -> np.ndarray:
+        """float64 (>= n,) the last grid point, s, of the next n windows (from ``next_end``),
+        as face_plan computes it; cached until the next window closes."""
+        cache = self._lasts_cache
+        if cache is None or cache[0] != self.next_end or cache[1].size < n:
+            n = max(n, 8)
+            ends = ((self.next_end + np.arange(n, dtype=np.int64) * self.hop_ns) - self.origin_ns) / 1e9
+            cache = self._lasts_cache = (self.next_end, ends - 1.0 / self.p.fps)
+        return cache[1]
 
     def t_s(self, t_ns: int) -> float:
         """A time on the session clock (from the first frame), s."""
@@ -192,6 +259,9 @@ class VideoWindows:
             plan = face_plan(t_s, job.t_s, self.p, period_s=period_s)
             job.plan, job.frame_t = plan, t_s
             job.pulse_rgb = np.array([recs[i].rgb for i in plan.pulse_idx], dtype=np.float64).reshape(-1, 3)
+            if any(recs[i].crop_dropped for i in (*plan.clip_idx, *plan.seq_idx) if i >= 0):
+                raise RuntimeError(f"window {self.seq}: a slot took a frame whose crop was released (a bug in "
+                                   f"VideoWindows._slot_between)")
             job.clip_crops = [recs[i].crop if i >= 0 else None for i in plan.clip_idx]
             job.seq_crops = [recs[i].crop if i >= 0 else None for i in plan.seq_idx]
             job.seq_fids = [recs[i].fid if i >= 0 else -1 for i in plan.seq_idx]
@@ -207,7 +277,17 @@ class VideoWindows:
         self._frames = 0
         self.seq += 1
         self.next_end += self.hop_ns
+        # The earliest clip slot of the windows still to close; a clip-only frame followed by a
+        # frame before it can no longer be taken.
+        earliest = (self.next_end - self.origin_ns) / 1e9 - 1.0 / self.p.fps - self._clip_offsets[-1] + 1e-6
+        while self._clip_only and (self._clip_only[0][0] - self.origin_ns) / 1e9 < earliest - 1e-9:
+            _release_crop(self._clip_only.popleft()[1])
         return job
+
+
+def _release_crop(rec: FaceRec) -> None:
+    rec.crop = None
+    rec.crop_dropped = True
 
 
 @dataclass
