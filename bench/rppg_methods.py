@@ -9,9 +9,10 @@ on the real webcam clip, and its per-window cost.
   :data:`edge.spec.DEFAULT` on the generator's exact (sub-pixel) face box. Each 10 s window is
   extracted, cleaned (:func:`edge.signals.rppg.rppg_clean`) and its rate estimated
   (:func:`edge.signals.hr.heart_rate`) on its own, against the true mean rate of that window.
-- Real clip (``rppg/physrecorder-v01`` in the data folder): :func:`edge.offline.video_rgb_trace`
-  and :func:`edge.offline.estimate_hr` with each method, as ``emofuse hr`` does (10 s windows,
-  1 s hop), against the finger BVP's rate over the same absolute times.
+- Real clip (``rppg/physrecorder-v01`` in the data folder): :func:`edge.offline.hr_session`, the
+  runtime's own path as ``emofuse hr`` runs it (10 s windows, 1 s hop, :data:`edge.spec.DEFAULT`),
+  with each method in place of the record's and every window's estimate kept (threshold 0), against
+  the finger BVP's rate over the same absolute times.
 - Cost: :func:`edge.signals.rppg.rppg_extract` on a 300 s trace, the best of 7 runs divided by
   the windows it computes and by the frames.
 
@@ -89,24 +90,25 @@ def sweep_synthetic(methods, rates=RATES_BPM, duration_s=DURATION_S, window_star
 
 def real_clip(methods, data_dir: Path, errors: dict, progress=None) -> bool:
     """Adds the real clip's per-window errors to ``errors``; False when the clip is absent."""
-    from edge.offline import estimate_hr, resample_uniform, video_rgb_trace
+    from edge.offline import hr_session, resample_uniform
     from edge.signals.filters import bandpass
     from edge.signals.hr import heart_rate
+    from edge.spec import DEFAULT
 
     clip = Path(data_dir) / CLIP
     if not (clip / "video_ZIP_H264.avi").is_file():
         return False
-    trace = video_rgb_trace(clip / "video_ZIP_H264.avi", clip / "frames_timestamp.csv")
     bvp_csv = np.loadtxt(clip / "BVP.csv", delimiter=",", skiprows=1)
     fs_bvp = 1.0 / float(np.median(np.diff(bvp_csv[:, 0])))
     t_bvp, bvp = resample_uniform(bvp_csv[:, 0], bvp_csv[:, 1], fs_bvp)
     bvp = bandpass(bvp[:, 0], fs_bvp, 0.7, 3.5)
     for m in methods:
-        est = estimate_hr(trace, method=m)
-        ends = est.t_s[0] + est.track.t_s
+        est = hr_session(clip / "video_ZIP_H264.avi", DEFAULT, timestamps=clip / "frames_timestamp.csv", method=m,
+                         min_pulse_quality=0.0)
+        ends = est.t0_s + est.track.t_s
         for end, hr in zip(ends, est.track.hr_bpm):
             truth = heart_rate(bvp[(t_bvp > end - WINDOW_S) & (t_bvp <= end)], fs_bvp).hr_bpm
-            errors[m].real.append((float(end - trace.t_s[0]), float(hr - truth)))
+            errors[m].real.append((float(end - est.t0_s), float(hr - truth)))
         if progress:
             progress(f"real clip {m} done")
     return True

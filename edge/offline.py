@@ -1,203 +1,218 @@
-"""Offline rPPG on a recorded face video: video -> RGB trace -> pulse -> heart-rate track.
+"""The heart rate of a recorded face video, through the runtime's own path.
 
-Shared by ``emofuse hr`` and the real-recording tests, so both measure the same pipeline:
-Haar face box (:class:`edge.face.HaarFaceDetector`) every few frames, held and eased between
-detections; skin-pixel mean colour of the forehead and cheeks (:func:`edge.signals.roi.face_rgb`);
-a uniform resampling; an rPPG method (:func:`edge.signals.rppg.rppg_extract`, POS by default, Wang et
-al. 2017) and its cleaning; and the windowed spectral heart rate (:func:`edge.signals.hr.hr_track`).
+``emofuse hr`` and the real-recording tests use :func:`hr_session`, which runs the streaming
+runtime itself (:class:`edge.pipeline.Pipeline` in replay mode, no model, no sensors) on the
+video: the frame source, the face stage (:class:`edge.tracker.FaceTracker` boxes and
+:func:`edge.preprocess.face_colour` with the record's ROI, edges and skin rule), the window
+assembly (:func:`edge.preprocess.face_plan`, the pulse window of :func:`edge.preprocess.pulse_from_rgb`)
+and the pulse half of :class:`edge.pipeline.infer.Inference` (heart rate, the record's quality
+gate, ``min_pulse_quality``). Every setting comes from the bundle's preprocessing record
+(:class:`edge.spec.Preprocessing`), so ``emofuse hr``, ``emofuse replay`` and ``emofuse run``
+give the same windows and the same values on the same video.
+
+:func:`resample_uniform` is a plain helper for reference signals (a finger BVP with irregular
+times); the pulse path never uses it.
 """
 from __future__ import annotations
 
-import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from edge.face import HaarFaceDetector
-from edge.signals.hr import HrTrack, hr_track
-from edge.signals.roi import face_stats
-from edge.signals.rppg import METHODS, rppg_clean, rppg_extract
-from firmware_bridge.cameras import open_camera
 from firmware_bridge.errors import BadInputError, ConfigError
 
-log = logging.getLogger(__name__)
-
-# Fraction of the way the held box moves toward the latest detection on every frame. Jumping
-# in one step every ``detect_every`` frames would put a step into the colour trace at
-# fps / detect_every (3 Hz at 30 fps / 10), inside the heart-rate band; easing spreads it out.
-BOX_EASE = 0.25
-# Detection attempts in a row without a face after which the held box is dropped (the face
-# left, so the old box would average background).
-MAX_MISSED_DETECTIONS = 3
+__all__ = ["HrSession", "HrTrack", "hr_session", "resample_uniform"]
 
 
 @dataclass(frozen=True)
-class RgbTrace:
-    """Per-frame face colour of a video.
+class HrTrack:
+    """The heart rate per window, as the runtime reports it.
 
     Attributes:
-        t_s: float64 (N,) frame times, s: UNIX seconds from the timestamps CSV, else
-            ``index / fps`` from the video header.
-        rgb: float64 (N, 3) mean skin R, G, B (0..255) of forehead + cheeks; NaN rows where
-            no face box was held or no skin pixel was found.
-        boxes: float64 (N, 4) face box (x, y, w, h) in pixels used on each frame; NaN rows
-            where none.
-        n_skin: int64 (N,) skin pixels behind each ``rgb`` row.
-        fps: median frame rate, Hz (1 / median frame interval).
-        source: the video path.
+        t_s: float64 (W,) window ends, s from the first frame (the runtime's ``Result.t_s``).
+        hr_bpm: float64 (W,) reported rPPG heart rate, beats/min; NaN where the runtime reports
+            none (the gate refused it, or no face for the record's share of the window).
+        quality: float64 (W,) the record's gate quality, 0..1 (``Result.hr_quality``); NaN where
+            the window had no pulse to score.
+        snr_db: float64 (W,) the window's SNR, dB; NaN where none.
+        reasons: per window, the reasons of an unknown value (``Result.reasons``).
     """
 
     t_s: np.ndarray
-    rgb: np.ndarray
-    boxes: np.ndarray
-    n_skin: np.ndarray
-    fps: float
-    source: str
+    hr_bpm: np.ndarray
+    quality: np.ndarray
+    snr_db: np.ndarray
+    reasons: tuple
 
 
 @dataclass(frozen=True)
-class HrEstimate:
-    """The pulse and heart-rate track of a trace.
+class HrSession:
+    """A video's pulse and heart-rate track through the runtime.
 
     Attributes:
-        t_s: float64 (M,) uniform sample times, s, same clock as the trace's ``t_s``.
-        fs: the uniform sampling rate, Hz (the trace's median frame rate).
-        rgb: float64 (M, 3) the trace resampled onto ``t_s``.
-        pulse: float64 (M,) cleaned rPPG pulse, a.u.
-        track: HrTrack whose ``t_s`` counts seconds from ``t_s[0]``.
-        method: the rPPG method name.
+        t_s: float64 (M,) times of the ``pulse`` samples, s: UNIX seconds when the source knows
+            its absolute start (a timestamps CSV), else seconds from the first frame.
+        fs: the pulse's sampling rate, Hz (the record's ``fps``).
+        pulse: float64 (M,) the cleaned rPPG pulse as the windows saw it: the first full
+            window, then each later window's newest ``hop_s``; NaN where no window formed one.
+        track: the :class:`HrTrack` of every window from the first full pulse window on.
+        t0_s: time of the first frame on the ``t_s`` clock, s (0 without absolute times).
+        t0_unix_s: UNIX time of the first frame, or None.
+        window_s: the record's pulse window (each heart rate's span), s.
+        method: the rPPG method of the record.
+        min_pulse_quality: the gate's threshold.
+        frames: frames processed.
+        source: the video.
     """
 
     t_s: np.ndarray
     fs: float
-    rgb: np.ndarray
     pulse: np.ndarray
     track: HrTrack
+    t0_s: float
+    t0_unix_s: float | None
+    window_s: float
     method: str
+    min_pulse_quality: float
+    frames: int
+    source: str
 
 
-def video_rgb_trace(
-    path,
-    timestamps_csv=None,
-    detect_every: int = 10,
-    progress: bool = False,
-    detector=None,
-) -> RgbTrace:
-    """Face skin colour of every frame of a video (or any finite camera source).
-
-    Frames come through :func:`firmware_bridge.cameras.open_camera`, the same source interface
-    the runtime and replay use, so a file, a folder of images or ``sim://`` all work here.
+def hr_session(video: Any, bundle: Any = "default", *, timestamps: str | None = None, hop_s: float = 1.0,
+               min_pulse_quality: float = 0.5, method: str | None = None, progress: bool = False) -> HrSession:
+    """Run a finite video through the runtime's pulse path and collect its heart-rate track.
 
     Args:
-        path: a video file readable by OpenCV, a folder of images, or a camera URI of a finite
-            source (``sim://?hr_bpm=72&duration_s=20``).
-        timestamps_csv: optional ``frame,timestamp`` CSV (UNIX seconds) giving each frame's
-            capture time; by default a ``frames_timestamp.csv`` beside the video is used when
-            present. Without one, frame times are ``index / fps`` from the video header.
-        detect_every: run the face detector every this many frames (and on every frame while
-            no face is held); between detections the box eases toward the last detection.
+        video: a video file readable by OpenCV, a folder of images, or a finite camera URI
+            (``sim://?hr_bpm=72&duration_s=20``).
+        bundle: where the preprocessing record comes from: ``"default"``, a bundle folder, a
+            loaded :class:`edge.bundle.Bundle`, or an :class:`edge.spec.Preprocessing` record
+            itself. The model is never run.
+        timestamps: optional ``frame,timestamp`` CSV (UNIX seconds) of the frames' capture times
+            (a file camera's ``timestamps`` option; by default ``frames_timestamp.csv`` beside
+            the video when present).
+        hop_s: seconds between windows (:attr:`edge.pipeline.PipelineOptions.hop_s`).
+        min_pulse_quality: the gate's threshold (:attr:`edge.pipeline.PipelineOptions.min_pulse_quality`).
+        method: an rPPG method (:data:`edge.signals.rppg.METHODS`) replacing the record's
+            ``rppg.method`` (default: the record's, as the runtime runs it).
         progress: show a tqdm bar on stderr (only when stderr is a terminal).
-        detector: object with ``detect(frame_bgr) -> list[(x, y, w, h)]`` (largest first);
-            default ``HaarFaceDetector()``.
 
     Returns:
-        RgbTrace (see its fields); ``t_s`` is in UNIX seconds when the source knows its
-        absolute start time (a timestamps CSV), else seconds from the first frame.
+        :class:`HrSession`.
 
     Raises:
-        BadInputError: file missing, not a decodable video, bad timestamps CSV (damaged rows
-            are skipped by :func:`firmware_bridge.cameras.files.read_frame_times`), frame
-            times that repeat, no face found in any frame, or a face but no skin colour (a
-            grayscale video: rPPG needs colour).
-        ConfigError: detect_every < 1, or a live camera URI (a trace needs a finite source).
+        BadInputError: a missing or undecodable video, a bad timestamps CSV, no face in any
+            frame, a grayscale video, a face without skin colour, or a video shorter than the
+            record's pulse window.
+        ConfigError: a live camera, a bad bundle or record, an unknown method, a bad hop or
+            threshold.
     """
-    if int(detect_every) < 1:
-        raise ConfigError(f"detect_every must be >= 1, got {detect_every}")
-    if isinstance(path, Path) or "://" not in str(path):
-        if not Path(path).exists():
-            raise BadInputError(f"video not found: {path}")
-    options = {} if timestamps_csv is None else {"timestamps": str(timestamps_csv)}
-    if detector is None:
-        detector = HaarFaceDetector()
+    from edge.pipeline import Pipeline, resolve_bundle
+    from edge.spec import Preprocessing
+    from firmware_bridge.cameras import open_camera
 
-    rgb, boxes, n_skin, t_ns = [], [], [], []
-    box = target = None
-    missed = 0
-    n_faced = n_gray = 0
-    with open_camera(str(path), **options) as cam:
-        if cam.live:
-            raise ConfigError(f"{path} is a live camera; a heart-rate trace needs a file or sim://")
-        bar = None
-        if progress:
-            from tqdm import tqdm
+    if isinstance(video, Path) or "://" not in str(video):
+        if not Path(video).exists():
+            raise BadInputError(f"video not found: {video}")
+    p = bundle if isinstance(bundle, Preprocessing) else None
+    if p is None:
+        b = resolve_bundle(bundle)
+        if b is None:
+            raise ConfigError("the heart rate needs a preprocessing record: pass a bundle, not 'none'")
+        p = b.preprocessing
+    if method is not None and method != p.rppg.method:
+        p = p.replace(**{"rppg.method": method})
+    options = {} if timestamps is None else {"timestamps": str(timestamps)}
+    camera = open_camera(str(video), **options)
+    if camera.live:
+        camera.close()
+        raise ConfigError(f"{video} is a live camera; a heart-rate track needs a file or sim://")
+    t0_unix_s = getattr(camera, "t0_unix_s", None)
+    counts = {"frames": 0, "faced": 0, "gray": 0}
+    bar = None
+    if progress:
+        from tqdm import tqdm
 
-            total = getattr(cam, "frame_count_declared", 0) or None
-            # disable=None: silent when stderr is not a terminal (logs, pipes, tests).
-            bar = tqdm(total=total, unit="frame", desc=Path(str(path)).name, disable=None)
-        for index, frame in enumerate(cam):
-            image = frame.image
-            if target is None or index % detect_every == 0:
-                found = detector.detect(image)
-                if found:
-                    target = np.asarray(found[0], dtype=np.float64)
-                    missed = 0
-                    if box is None:
-                        box = target.copy()
-                elif target is not None:
-                    missed += 1
-                    if missed >= MAX_MISSED_DETECTIONS:
-                        box = target = None
-            if _is_gray(image):
-                n_gray += 1
-            if box is not None:
-                n_faced += 1
-                box += BOX_EASE * (target - box)
-                stats = face_stats(image, box)
-                rgb.append(stats.rgb)
-                boxes.append(box.copy())
-                n_skin.append(stats.n_skin)
-            else:
-                rgb.append(np.full(3, np.nan))
-                boxes.append(np.full(4, np.nan))
-                n_skin.append(0)
-            t_ns.append(frame.t_ns)
-            if bar is not None:
-                bar.update(1)
+        total = getattr(camera, "frame_count_declared", 0) or None
+        # disable=None: silent when stderr is not a terminal (logs, pipes, tests).
+        bar = tqdm(total=total, unit="frame", desc=Path(str(video)).name, disable=None)
+
+    def on_frame(event) -> None:
+        counts["frames"] += 1
+        counts["faced"] += event.box is not None
+        counts["gray"] += _is_gray(event.frame.image)
+        if bar is not None:
+            bar.update(1)
+
+    rows = []
+    try:
+        pipe = Pipeline(camera, (), bundle=None, preprocessing=p, mode="replay", hop_s=hop_s,
+                        min_pulse_quality=min_pulse_quality, on_frame=on_frame)
+        for r in pipe.results():
+            # Windows from the first full pulse window on: the earlier ones are warming up.
+            if r.t_s >= p.rppg.pulse_window_s - 1e-9:
+                rows.append((r.t_s, r.hr_bpm, r.hr_quality, r.hr_snr_db, r.reasons, r.pulse))
+        coloured = pipe.face.coloured if pipe.face is not None else 0
+    finally:
         if bar is not None:
             bar.close()
-        t0_unix_s = getattr(cam, "t0_unix_s", None)
-
-    if not t_ns:
-        raise BadInputError(f"no frames could be decoded from {path}; is it a video?")
-    t_s = (np.asarray(t_ns, dtype=np.int64) - t_ns[0]) / 1e9
-    if t0_unix_s is not None:
-        t_s = t_s + t0_unix_s
-    rgb_a = np.asarray(rgb, dtype=np.float64)
-    if not np.any(np.isfinite(rgb_a[:, 0])):
-        if n_faced == 0:
-            raise BadInputError(f"no face found in any of the {len(t_ns)} frames of {path}")
-        if 2 * n_gray >= len(t_ns):
-            raise BadInputError(f"{path} is grayscale: a face was found in {n_faced} of {len(t_ns)} frames, "
-                                f"but rPPG measures colour changes of the skin and needs a colour video")
-        raise BadInputError(f"a face was found in {n_faced} of {len(t_ns)} frames of {path}, but no pixel in it "
-                            f"passed the skin-colour rule (edge.signals.roi)")
-    if len(t_ns) < 2:
-        raise BadInputError(f"{path} has a single frame; a heart rate needs a clip")
-    step_s = float(np.median(np.diff(t_s)))
-    if not (np.isfinite(step_s) and step_s > 0):
-        # The timestamp readers drop repeated times; a source without them could still repeat.
-        raise BadInputError(f"{path}: the median frame interval is {step_s!r} s (frame times repeat); "
-                            f"not a usable clock")
-    fps = 1.0 / step_s
-    return RgbTrace(
-        t_s=t_s,
-        rgb=rgb_a,
-        boxes=np.asarray(boxes, dtype=np.float64),
-        n_skin=np.asarray(n_skin, dtype=np.int64),
-        fps=float(fps),
-        source=str(path),
+    n, faced = counts["frames"], counts["faced"]
+    if n == 0:
+        raise BadInputError(f"no frames could be decoded from {video}; is it a video?")
+    if coloured == 0:
+        if faced == 0:
+            raise BadInputError(f"no face found in any of the {n} frames of {video}")
+        if 2 * counts["gray"] >= n:
+            raise BadInputError(f"{video} is grayscale: a face was found in {faced} of {n} frames, but rPPG "
+                                f"measures colour changes of the skin and needs a colour video")
+        raise BadInputError(f"a face was found in {faced} of {n} frames of {video}, but no pixel in it passed "
+                            f"the skin-colour rule (edge.signals.roi)")
+    if not rows:
+        raise BadInputError(f"{video} ({n} frames) is shorter than the record's {p.rppg.pulse_window_s:g} s "
+                            f"pulse window")
+    nan = math.nan
+    track = HrTrack(
+        t_s=np.array([r[0] for r in rows], np.float64),
+        hr_bpm=np.array([nan if r[1] is None else r[1] for r in rows], np.float64),
+        quality=np.array([nan if r[2] is None else r[2] for r in rows], np.float64),
+        snr_db=np.array([nan if r[3] is None else r[3] for r in rows], np.float64),
+        reasons=tuple(tuple(str(getattr(x, "value", x)) for x in r[4]) for r in rows),
     )
+    t_rel, pulse = _stitch(rows, p.fps, p.n_pulse)
+    t0 = float(t0_unix_s) if t0_unix_s is not None else 0.0
+    return HrSession(t_s=t0 + t_rel, fs=float(p.fps), pulse=pulse, track=track, t0_s=t0, t0_unix_s=t0_unix_s,
+                     window_s=float(p.rppg.pulse_window_s), method=p.rppg.method,
+                     min_pulse_quality=float(min_pulse_quality), frames=n, source=str(video))
+
+
+def _stitch(rows, fps: float, n_pulse: int) -> tuple[np.ndarray, np.ndarray]:
+    """One pulse over the session from the windows' own pulses: the first window whole, then
+    the samples of each later window past what is already covered; NaN between windows that
+    formed none. Returns (times from the first frame, s; pulse), float64."""
+    times: list[np.ndarray] = []
+    values: list[np.ndarray] = []
+    covered = -math.inf
+    for t_end, *_, pulse in rows:
+        if pulse is None:
+            continue
+        # Grid point k of a window ending at t_end is at t_end - (n_pulse - k) / fps
+        # (edge.preprocess.face_plan): its last point one frame period before the end.
+        t = t_end - (n_pulse - np.arange(pulse.size)) / fps
+        new = t > covered + 0.5 / fps
+        if not new.any():
+            continue
+        if times and t[new][0] > covered + 1.5 / fps:
+            times.append(np.array([0.5 * (covered + t[new][0])]))  # a break in the drawn line
+            values.append(np.array([math.nan]))
+        times.append(t[new])
+        values.append(np.asarray(pulse, np.float64)[new])
+        covered = float(t[new][-1])
+    if not times:
+        return np.zeros(0), np.zeros(0)
+    return np.concatenate(times), np.concatenate(values)
 
 
 def _is_gray(image) -> bool:
@@ -214,9 +229,10 @@ def resample_uniform(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Linear resampling of (N, C) samples at times t_s onto a uniform grid at fs Hz.
 
-    NaN rows are dropped first, so gaps are bridged linearly and the ends are held
-    (``np.interp``); linear interpolation is a mild low-pass at 30 fps, far above the 3.5 Hz
-    band edge, so it leaves the pulse intact.
+    For reference signals recorded with irregular times (a 20 Hz finger BVP). NaN rows are
+    dropped first, so gaps are bridged linearly and the ends are held (``np.interp``). The
+    rPPG path does not use it: the runtime resamples each pulse window with gap masks
+    (:func:`edge.preprocess.pulse_from_rgb`).
 
     Returns:
         (grid float64 (M,) from t_s[0] in steps of 1/fs, values float64 (M, C)).
@@ -236,46 +252,3 @@ def resample_uniform(
         [np.interp(grid, t_s[good], values[good, c]) for c in range(values.shape[1])]
     )
     return grid, out
-
-
-def estimate_hr(
-    trace: RgbTrace,
-    method: str = "pos",
-    window_s: float = 10.0,
-    hop_s: float = 1.0,
-    lo: float = 0.7,
-    hi: float = 3.5,
-) -> HrEstimate:
-    """rPPG pulse and sliding-window heart rate of an RGB trace.
-
-    The trace is resampled onto a uniform grid at its median frame rate first (webcam frame
-    times jitter; the rPPG filters assume uniform sampling): see :func:`resample_uniform`.
-
-    Args:
-        trace: from :func:`video_rgb_trace`.
-        method: rPPG method name in ``edge.signals.rppg.METHODS`` (default POS).
-        window_s, hop_s: heart-rate window and hop, s.
-        lo, hi: heart-rate band, Hz.
-
-    Returns:
-        HrEstimate (pulse, its uniform times and rate, and the HrTrack).
-
-    Raises:
-        BadInputError: no valid face rows, or a clip shorter than one window.
-        ConfigError: unknown method, bad window or band.
-
-    Method: POS (Wang et al. 2017, IEEE TBME 64(7)) or the chosen method; heart rate by
-    :func:`edge.signals.hr.hr_track`.
-    """
-    if method not in METHODS:
-        raise ConfigError(f"unknown rPPG method {method!r}; choose from {sorted(METHODS)}")
-    fs = float(trace.fps)
-    t_s, rgb = resample_uniform(trace.t_s, trace.rgb, fs)
-    duration = t_s[-1] - t_s[0] + 1.0 / fs
-    if duration + 1e-9 < window_s:
-        raise BadInputError(
-            f"{trace.source} lasts {duration:.1f} s, shorter than the {window_s} s window"
-        )
-    pulse = rppg_clean(rppg_extract(rgb, fs, method=method), fs, lo=lo, hi=hi)
-    track = hr_track(pulse, fs, window_s=window_s, hop_s=hop_s, lo=lo, hi=hi)
-    return HrEstimate(t_s=t_s, fs=fs, rgb=rgb, pulse=pulse, track=track, method=method)

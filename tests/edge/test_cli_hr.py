@@ -1,4 +1,7 @@
-"""``emofuse hr``: end to end on the real clip, and one-line errors on bad videos."""
+"""``emofuse hr``: end to end on the real clip, and one-line errors on bad videos.
+
+``emofuse hr`` runs the runtime's own pulse path (tests/edge/test_one_hr_path.py checks that it
+prints exactly what ``emofuse replay`` reports)."""
 from __future__ import annotations
 
 import argparse
@@ -41,8 +44,7 @@ def test_json_lines_on_the_real_clip(tmp_path):
     stamps = shared_path(f"{CLIP}/frames_timestamp.csv")
     png = tmp_path / "hr.png"
     code, out, err = _emofuse(
-        "hr", str(video), "--timestamps", str(stamps), "--json", "--detect-every", "30",
-        "--plot", str(png),
+        "hr", str(video), "--timestamps", str(stamps), "--json", "--plot", str(png),
     )
     assert code == 0, err
     rows = [json.loads(line) for line in out.strip().splitlines()]
@@ -51,6 +53,9 @@ def test_json_lines_on_the_real_clip(tmp_path):
     assert all(set(w) == {"t", "hr_bpm", "quality"} for w in windows)
     assert [w["t"] for w in windows] == pytest.approx(np.arange(10.0, 21.0), abs=0.05)
     assert all(0.0 <= w["quality"] <= 1.0 for w in windows)
+    # The gate's verdict, as the runtime's: a rate exactly where the quality reaches 0.5.
+    assert all((w["hr_bpm"] is not None) == (w["quality"] >= 0.5) for w in windows)
+    assert summary["n_valid"] == sum(w["hr_bpm"] is not None for w in windows) >= 1
     assert abs(summary["hr_bpm_median"] - BVP_HR_BPM) < 3.0
     assert summary["method"] == "pos"
     assert png.stat().st_size > 10_000 and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -62,16 +67,21 @@ def test_table_output_in_process(capsys):
     video = shared_path(f"{CLIP}/video_ZIP_H264.avi")
     parser = argparse.ArgumentParser(prog="emofuse")
     hr_cli.register(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["hr", str(video), "--method", "chrom", "--detect-every", "30"])
+    # --min-pulse-quality 0: every window's estimate is shown; --method replaces the record's.
+    args = parser.parse_args(["hr", str(video), "--method", "chrom", "--min-pulse-quality", "0"])
     assert args.func(args) == 0
     out = capsys.readouterr().out.strip().splitlines()
     assert out[0].split() == ["t_s", "hr_bpm", "quality"]
-    # The table shows an unknown rate (NaN: chrom's last window) as '-'.
-    values = [float(line.split()[1].replace("-", "nan")) for line in out[1:-1]]
-    assert len(values) == 11 and all(math.isfinite(v) for v in values[:8])
-    assert out[-1].startswith("median ") and "method chrom" in out[-1]
+    values = [float(line.split()[1]) for line in out[1:-1]]
+    assert len(values) == 11 and all(math.isfinite(v) for v in values)
+    assert out[-1].startswith("median ") and "method chrom" in out[-1] and "gate >= 0" in out[-1]
     median = float(out[-1].split()[1])
     assert abs(median - BVP_HR_BPM) < 3.0
+    # At the default threshold the table shows a refused window's rate as '-'.
+    args = parser.parse_args(["hr", str(video), "--min-pulse-quality", "1"])
+    assert args.func(args) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert all(line.split()[1] == "-" for line in out[1:-1]) and "no estimate over 0/11" in out[-1]
 
 
 def test_missing_file(tmp_path):
@@ -140,7 +150,7 @@ def test_inf_and_huge_frame_times_cost_their_rows_only(tmp_path):
     rows[301] = rows[301].split(",")[0] + ",1e30"
     bad = tmp_path / "stamps.csv"
     bad.write_text("\n".join(rows) + "\n")
-    code, out, err = _emofuse("hr", str(video), "--timestamps", str(bad), "--json", "--detect-every", "30")
+    code, out, err = _emofuse("hr", str(video), "--timestamps", str(bad), "--json")
     assert code == 0, err
     assert "Traceback" not in err and "2 damaged rows skipped" in err
     summary = json.loads(out.strip().splitlines()[-1])
@@ -155,3 +165,20 @@ def test_repeated_frame_times_are_one_line(tmp_path):
     stamps = tmp_path / "stamps.csv"
     stamps.write_text("frame,timestamp\n" + "".join(f"{i},{1000.0 + (i // 2) / 15.0:.6f}\n" for i in range(n)))
     _assert_one_line_error(*_emofuse("hr", str(path), "--timestamps", str(stamps)), "repeat")
+
+
+@pytest.mark.parametrize("flag", ["--detect-every", "--window-s"])
+def test_retired_options_say_where_the_setting_is(flag):
+    """The offline path's own settings are gone: the record sets them, as for replay."""
+    code, out, err = _emofuse("hr", "sim://?duration_s=1", flag, "10")
+    _assert_one_line_error(code, out, err, "preprocessing record")
+
+
+def test_bundle_none_is_one_line():
+    code, out, err = _emofuse("hr", "sim://?duration_s=1", "--bundle", "none")
+    _assert_one_line_error(code, out, err, "preprocessing record")
+
+
+def test_clip_shorter_than_the_pulse_window_is_one_line():
+    code, out, err = _emofuse("hr", "sim://?duration_s=3&width=160&height=120")
+    _assert_one_line_error(code, out, err, "shorter than the record's 10 s pulse window")
