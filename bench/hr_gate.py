@@ -3,7 +3,8 @@
 Not run in CI. Two steps, both reproducible by seed::
 
     python -m bench.hr_gate generate --cache DIR --seeds 0-199   # synthetic sessions -> face colours
-    python -m bench.hr_gate fit --cache DIR [--real ../shared/data/rppg/physrecorder-v01]
+    python -m bench.hr_gate fit --cache DIR --seeds 0-199 [--real ../shared/data/rppg/physrecorder-v01]
+    python -m bench.hr_gate photos --seeds 0-19    # printed photos at every face size
 
 ``generate`` renders one synthetic session per seed (:func:`session_config` draws its face size,
 heart rate, motion, light, sensor noise, skin tone and whether it is a printed photo from the
@@ -33,6 +34,8 @@ DURATION_S = 30.0
 WINDOW_S = 10.0
 HOP_S = 2.0
 RIGHT_BPM = 5.0
+# Seeds from here on are printed photos only (more of the rare photo windows that look like a pulse).
+PHOTO_ONLY_FROM = 1000
 # The operating point's margin over the training photos (log-odds) and its training precision.
 PHOTO_MARGIN = 0.5
 TRAIN_PRECISION = 0.99
@@ -47,14 +50,15 @@ def session_config(seed: int):
     """The :class:`firmware_bridge.sim.SimConfig` of one labelled session, drawn from ``seed`` alone.
 
     Face size cycles through :data:`FACE_SIZES` with the seed; a quarter of the sessions are a
-    printed photo (``pulse_amplitude`` 0); the rest have the default pulse (0.3 %) or a weaker
-    one (0.2 %, 0.15 %) so the gate sees live windows that fail.
+    printed photo (``pulse_amplitude`` 0), and every session from :data:`PHOTO_ONLY_FROM` on;
+    the rest have the default pulse (0.3 %) or a weaker one (0.2 %, 0.15 %) so the gate sees
+    live windows that fail.
     """
     from firmware_bridge.sim import SimConfig
 
     rng = np.random.default_rng([20261203, seed])
     face = list(FACE_SIZES)[seed % len(FACE_SIZES)]
-    photo = bool(rng.random() < 0.25)
+    photo = bool(rng.random() < 0.25) or seed >= PHOTO_ONLY_FROM
     rate = float(rng.uniform(45.0, 180.0))
     if rng.random() < 0.3:
         end = float(np.clip(rate + rng.uniform(-25.0, 25.0), 45.0, 180.0))
@@ -174,7 +178,7 @@ def _scores(x, coef, bias):
     return 1.0 / (1.0 + np.exp(-np.clip(bias + x @ coef, -700, 700)))
 
 
-def fit(cache: Path, real: Path, photo_weight: float = 5.0, real_weight: float = 5.0) -> None:
+def fit(cache: Path, real: Path, seeds=None, photo_weight: float = 5.0, real_weight: float = 5.0) -> None:
     """Fit the gate, choose its operating point, print the constants and the held-out figures.
 
     Weights: a photo window counts ``photo_weight`` times (a heart rate read off a photo is the
@@ -185,7 +189,7 @@ def fit(cache: Path, real: Path, photo_weight: float = 5.0, real_weight: float =
     """
     from edge.signals.hr import GATE_FEATURES, snr_quality
 
-    files = sorted(cache.glob("seed_*.npz"))
+    files = sorted(f for f in cache.glob("seed_*.npz") if seeds is None or int(f.stem.split("_")[1]) in seeds)
     if not files:
         raise SystemExit(f"no sessions in {cache}: run generate first")
     sets = {"train": [], "test": []}
@@ -256,6 +260,39 @@ def fit(cache: Path, real: Path, photo_weight: float = 5.0, real_weight: float =
             print(f"  {t:5.1f} {est:6.1f} {ref:6.1f} {abs(est - ref):4.1f} {q_snr:.3f} {q:.3f} {q >= 0.5}")
 
 
+def photos(seeds, duration_s: float = 20.0) -> None:
+    """Printed photos at every face size of :data:`FACE_SIZES` for each seed, with the nuisances of
+    ``tests/edge/signals/test_synthetic_rppg.py`` (head sway 2 px and 0.5 %, 5 % light change,
+    noise 2): the default record's gate quality of every 10 s window at the runtime's 1 s hop."""
+    from edge.pipeline.runner import PipelineOptions
+    from edge.preprocess import face_colour
+    from edge.signals.hr import heart_rate, pulse_quality
+    from edge.signals.rppg import rppg_clean, rppg_extract
+    from edge.spec import DEFAULT
+    from firmware_bridge.sim import SimConfig, synth_session
+
+    r = DEFAULT.rppg
+    thr = PipelineOptions.min_pulse_quality
+    for face, scale in FACE_SIZES.items():
+        q = []
+        for seed in seeds:
+            kw = {} if scale is None else {"face_scale": scale}
+            s = synth_session(SimConfig(duration_s=duration_s, seed=200 + seed, hr_bpm=75, pulse_amplitude=0.0,
+                                        motion_px=2.0, motion_scale_pct=0.5, illumination_pct=5.0, noise_sigma=2.0,
+                                        hrv_sdnn_ms=50.0, **kw))
+            fs = s.config.fps
+            rgb = np.array([face_colour(f, s.face_box(i, exact=True), DEFAULT) for i, f in enumerate(s.frames())])
+            n = int(round(WINDOW_S * fs))
+            for i0 in range(0, rgb.shape[0] - n + 1, int(round(fs))):
+                pulse = rppg_clean(rppg_extract(rgb[i0:i0 + n], fs, r.method, r.method_window_s), fs,
+                                   **r.clean.kwargs())
+                h = heart_rate(pulse, fs, r.clean.lo, r.clean.hi)
+                q.append(pulse_quality(pulse, fs, h, r.hr_gate, r.clean.lo, r.clean.hi))
+        q = np.array(q)
+        print(f"photo, {face}: {len(seeds)} seeds, {q.size} windows, reported {(q >= thr).sum()}, quality max "
+              f"{q.max():.3f}, 99th percentile {np.percentile(q, 99):.3f}", flush=True)
+
+
 def _seeds(text: str) -> list[int]:
     out: list[int] = []
     for part in text.split(","):
@@ -273,11 +310,16 @@ def main(argv=None) -> int:
     f = sub.add_parser("fit")
     f.add_argument("--cache", type=Path, required=True)
     f.add_argument("--real", type=Path, default=Path("../shared/data/rppg/physrecorder-v01"))
+    f.add_argument("--seeds", default=None, help="cached seeds to use (default all), e.g. 0-199")
+    ph = sub.add_parser("photos")
+    ph.add_argument("--seeds", default="0-19")
     a = ap.parse_args(argv)
     if a.cmd == "generate":
         generate(a.cache, _seeds(a.seeds))
+    elif a.cmd == "photos":
+        photos(_seeds(a.seeds))
     else:
-        fit(a.cache, a.real)
+        fit(a.cache, a.real, None if a.seeds is None else set(_seeds(a.seeds)))
     return 0
 
 

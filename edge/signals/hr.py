@@ -149,16 +149,15 @@ def snr_quality(snr_db):
 
 #: Names of the gate's features, in the order of :func:`gate_features` and :data:`GATE_COEF`.
 GATE_FEATURES = ("snr_db", "halves_log_bpm", "beats_ok", "beat_count_log", "amplitude_log")
-#: Clip ranges of the features (an infinite SNR or a window without a rival peak stays finite).
-# The amplitude's top, 0.1 (10 % colour change), is beyond any pulse: more is motion or light,
-# and earns no more trust.
+# Clip ranges of the features, so an infinite SNR stays finite. The amplitude's top, 0.1 (10 %
+# colour change), is beyond any pulse: more is motion or light, and earns no more trust.
 _GATE_CLIP = ((-20.0, 30.0), (0.0, 5.0), (0.0, 1.0), (0.0, 2.0), (-5.0, -1.0))
 # The two sub-windows whose spectral rates are compared: the first and the last 60 % of the window.
 _HALF_FRACTION = 0.6
 
 #: The gate's logistic regression over :data:`GATE_FEATURES`: quality = 1 / (1 + exp(-(b + w . x))).
 #: Provenance: ``python -m bench.hr_gate generate --cache DIR --seeds 0-199`` then ``python -m
-#: bench.hr_gate fit --cache DIR`` (2026-12-03): 1760 labelled 10 s windows of 160 synthetic
+#: bench.hr_gate fit --cache DIR --seeds 0-199`` (2026-12-03): 1760 labelled 10 s windows of 160 synthetic
 #: sessions (right = within 5 bpm of the truth; printed photos all wrong, weight 5) plus the 11
 #: windows of the real webcam clip (weight 5); the fitted bias 7.7506 shifted by the operating
 #: point's log-odds (p = 0.756: 0.5 above the highest training photo) so that quality 0.5 is that

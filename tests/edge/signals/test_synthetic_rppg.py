@@ -118,6 +118,25 @@ def test_a_printed_photo_reports_no_heart_rate():
     assert worst[0] < MIN_PULSE_QUALITY
 
 
+@pytest.mark.xfail(strict=True, reason=(
+    "quality gate (issue 10 item 2): over 20 s instead of 12 s, seed 200 at the default face has one photo "
+    "window (7-17 s) the gate passes, quality 0.883: a steady 75 bpm artifact with SNR +1.0 dB and regular "
+    "beats, its amplitude (0.15 %) a tenth of the real clip's. `python -m bench.hr_gate photos` counts 1 of "
+    "220 such windows at the default face, 0 of 220 at 60/80/120 px; a refit with 60 more photo sessions "
+    "still passes it, and then passes only 6 of the real clip's 11 windows"))
+def test_the_longer_photo_session_that_fools_the_gate():
+    s = synth_session(SimConfig(duration_s=DURATION_S, seed=200, hr_bpm=75, pulse_amplitude=0.0, **NUISANCE))
+    fs = s.config.fps
+    n = int(round(WINDOW_S * fs))
+    rgb = _rgb(s)
+    quality = []
+    for i0 in range(0, rgb.shape[0] - n + 1, int(round(fs))):
+        pulse = _pulse(rgb[i0:i0 + n], fs)
+        quality.append(pulse_quality(pulse, fs, heart_rate(pulse, fs), DEFAULT.rppg.hr_gate))
+    print("photo window qualities", np.round(quality, 3))
+    assert max(quality) < MIN_PULSE_QUALITY
+
+
 @pytest.mark.parametrize("face", list(FACES))
 def test_the_gate_reports_the_live_sweep(face):
     # The other side of the photo test: the same gate passes a live face's windows, and what it
