@@ -22,7 +22,9 @@ subset of the keys, with the rest fixed in code; :func:`upgrade_v1` fills those 
 values version 1's code used, so an old bundle behaves exactly as it did. Keys added to version
 2 later are optional and default to what manifests without them computed: ``rppg.roi_edges``
 absent means ``"pixel"`` (:data:`DEFAULT` says ``"fractional"``), ``rppg.hr_gate`` absent means
-``"snr"`` (:data:`DEFAULT` says ``"logistic"``); :meth:`Preprocessing.to_dict`
+``"snr"`` (:data:`DEFAULT` says ``"logistic"``); ``face.tracker.contrast`` absent means
+``"none"``, :class:`edge.tracker.FaceTracker`'s default (:data:`DEFAULT` says ``"clahe"``, a
+CLAHE retry of a detection that found no face); :meth:`Preprocessing.to_dict`
 leaves such a key out while it holds that value.
 """
 from __future__ import annotations
@@ -648,7 +650,7 @@ DEFAULT = Preprocessing.from_dict({
     "version": VERSION,
     "fps": 30.0,
     "window_s": 60.0,
-    "face": {"box": "tracker", "tracker": {}, "crop_size": 32, "crop_margin": 0.15, "clip_frames": 8,
+    "face": {"box": "tracker", "tracker": {"contrast": "clahe"}, "crop_size": 32, "crop_margin": 0.15, "clip_frames": 8,
              "clip_stride_frames": 8, "seq_rate_hz": 2.0, "seq_frames": 120,
              "max_frame_age_periods": DEFAULT_MAX_GAP_PERIODS, "track_warmup_s": _TRACK_WARMUP_S},
     "rppg": {"roi": {k: list(v) for k, v in FACE_ROI_FRACTIONS.items()}, "skin": "chai_ngan_wide", "method": "pos",

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edge.face import HaarFaceDetector
+from edge.face import CONTRASTS, HaarFaceDetector
 from firmware_bridge.errors import BadInputError, ConfigError
 
 __all__ = ["SELECT", "TRACKS", "FaceTracker", "TrackState", "box_iou"]
@@ -115,6 +115,8 @@ class FaceTracker:
         hysteresis_px: the box handed out is in whole pixels, and a coordinate changes only
             when the track is this far past the half pixel, [0, 1).
         select: ``"largest"`` or ``"closest"`` (see the module docstring).
+        contrast: contrast normalisation of the detection image, ``"none"`` or ``"clahe"``
+            (:class:`edge.face.HaarFaceDetector`; CLAHE finds dark faces in bright surrounds).
         detector: a detector with ``detect(frame_bgr) -> [(x, y, w, h), ...]`` used instead of
             the Haar cascades (then regional search uses the same detector on the region).
 
@@ -127,7 +129,7 @@ class FaceTracker:
                  min_face_frac: float = 0.12, search_scale: float = 2.0, search_face_px: int = 72,
                  full_every: int = 6, track: str = "phase", deadband: float = 0.05, snap_iou: float = 0.3,
                  max_missed: int = 3, reanchor_every: int = 300, smooth: float = 0.3, hysteresis_px: float = 0.0,
-                 select: str = "largest", detector=None) -> None:
+                 select: str = "largest", contrast: str = "none", detector=None) -> None:
         for name, value in (("detect_every", detect_every), ("lost_detect_every", lost_detect_every),
                             ("full_every", full_every), ("max_missed", max_missed),
                             ("reanchor_every", reanchor_every)):
@@ -149,6 +151,9 @@ class FaceTracker:
             raise ConfigError(f"select must be one of {SELECT}, got {select!r}")
         if track not in TRACKS:
             raise ConfigError(f"track must be one of {TRACKS}, got {track!r}")
+        if contrast not in CONTRASTS:
+            raise ConfigError(f"contrast must be one of {CONTRASTS}, got {contrast!r}")
+        self.contrast = contrast
         self.detect_every = int(detect_every)
         self.lost_detect_every = int(lost_detect_every)
         self.full_every = int(full_every)
@@ -163,12 +168,12 @@ class FaceTracker:
         self.search_scale = float(search_scale)
         self.search_face_px = int(search_face_px)
         if detector is None:
-            self._full = HaarFaceDetector(detect_width=detect_width, min_face_frac=min_face_frac)
+            self._full = HaarFaceDetector(detect_width=detect_width, min_face_frac=min_face_frac, contrast=contrast)
             # In the search region the face fills about 1 / search_scale of the side: a
             # larger minimum face skips most of the cascade's pyramid levels.
             side = max(48, int(round(self.search_face_px * max(self.search_scale, 1.2))))
             frac = min(0.9, 0.6 / max(self.search_scale, 1.2))
-            self._region = HaarFaceDetector(detect_width=side, min_face_frac=frac)
+            self._region = HaarFaceDetector(detect_width=side, min_face_frac=frac, contrast=contrast)
         else:
             self._full = self._region = detector
         self._scale = 1.0
