@@ -199,17 +199,23 @@ def test_windows_use_exactly_the_runtime_kernels(session):
 
 
 def test_missing_sources_give_zeros_and_flags(session):
-    # Contact only, the PPG with a 20 s hole: no face; the hole is zero; HR still measured.
+    # Contact only, the PPG with a 4 s hole: no face; the hole is zero; HR still measured.
     ppg = np.array(session.ppg.values)
     t = session.ppg.t_s
-    ppg[(t > 20) & (t < 40)] = np.nan
+    ppg[(t > 20) & (t < 24)] = np.nan
     rec = Recording(ppg=Stream(t, ppg), eda=Stream(session.eda.t_s, session.eda.values, "uS"), t_end_s=62.0)
     w = windows_from_session(rec, PREPROCESSING)
     assert not w.face_present and not w.face_clip.any() and not w.tfr.any() and not w.face_seq_crops.any()
     assert w.contact_present.tolist() == [True, True]
     grid_t = 2.0 + np.arange(1920) / 32.0
-    assert np.all(w.contact[0][(grid_t > 20.2) & (grid_t < 39.8)] == 0)
+    assert np.all(w.contact[0][(grid_t > 20.2) & (grid_t < 23.8)] == 0)
     assert 100 * w.contact_level[0] == pytest.approx(session.mean_hr_bpm(2, 62), abs=2.0)
+    # A 20 s hole leaves a third of the row empty: below contact.min_valid_fraction (0.9) the
+    # row is absent (zeros, flag down), as the model was never trained on such a row.
+    ppg[(t > 20) & (t < 40)] = np.nan
+    rec = Recording(ppg=Stream(t, ppg), eda=Stream(session.eda.t_s, session.eda.values, "uS"), t_end_s=62.0)
+    w = windows_from_session(rec, PREPROCESSING)
+    assert w.contact_present.tolist() == [False, True] and not w.contact[0].any()
     # No PPG: the heart-rate level comes from the ECG; EDA not in uS: no EDA level.
     rec = Recording(ecg=Stream(session.ecg.t_s, session.ecg.values), eda=Stream(session.eda.t_s, session.eda.values),
                     t_end_s=62.0)
