@@ -40,11 +40,14 @@ def test_a_manifest_without_the_key_means_pixel_and_writes_back_unchanged():
     assert p.replace(**{"rppg.roi_edges": "fractional"}).replace(**{"rppg.roi_edges": "pixel"}) == p
 
 
-def test_the_shipped_bundle_keeps_whole_pixel_regions():
+def test_the_shipped_bundle_names_the_regions_it_was_trained_with():
+    # The default bundle was trained after the setting existed: its manifest says so explicitly,
+    # and reads back to the same record; without the key it would be read as "pixel".
     d = json.loads(DEFAULT_MANIFEST.read_text())["preprocessing"]
-    assert "roi_edges" not in d["rppg"]
+    assert d["rppg"]["roi_edges"] == "fractional"
     p = Preprocessing.from_dict(d)
-    assert p.rppg.roi_edges == "pixel" and p.to_dict() == d
+    assert p.rppg.roi_edges == "fractional" and p.to_dict() == d
+    assert Preprocessing.from_dict(_without_key(d)).rppg.roi_edges == "pixel"
 
 
 def test_version_1_manifests_get_pixel():
