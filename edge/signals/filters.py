@@ -121,8 +121,10 @@ def _padlen_nb(sos):
 
 
 @njit(cache=True, nogil=True)
-def _sosfiltfilt_1d(sos, zi_unit, x, out):
-    """Zero-phase filtering of x into out (same length), as scipy.signal.sosfiltfilt does.
+def _sosfiltfilt_scratch(sos, zi_unit, x, out, ext, zi):
+    """Zero-phase filtering of x into out (same length; out may be x), as
+    scipy.signal.sosfiltfilt does, without allocating: ``ext`` (>= len(x) + 2 padlen) and
+    ``zi`` (n_sections, 2) are the caller's scratch.
 
     The caller guarantees x.shape[0] > padlen. The signal is extended at both ends by its
     point reflection (odd extension) so the edges start near steady state.
@@ -130,7 +132,6 @@ def _sosfiltfilt_1d(sos, zi_unit, x, out):
     n = x.shape[0]
     edge = _padlen_nb(sos)
     m = n + 2 * edge
-    ext = np.empty(m)
     x0 = x[0]
     xn = x[n - 1]
     for i in range(edge):
@@ -139,12 +140,11 @@ def _sosfiltfilt_1d(sos, zi_unit, x, out):
     for i in range(n):
         ext[edge + i] = x[i]
     n_sections = sos.shape[0]
-    zi = np.empty((n_sections, 2))
     first = ext[0]
     for s in range(n_sections):
         zi[s, 0] = zi_unit[s, 0] * first
         zi[s, 1] = zi_unit[s, 1] * first
-    _sosfilt_inplace(sos, ext, zi)
+    _sosfilt_inplace(sos, ext[:m], zi)
     # Backward pass on the reversed signal, written without a reversed copy.
     last = ext[m - 1]
     for s in range(n_sections):
@@ -160,6 +160,14 @@ def _sosfiltfilt_1d(sos, zi_unit, x, out):
         ext[i] = v
     for i in range(n):
         out[i] = ext[edge + i]
+
+
+@njit(cache=True, nogil=True)
+def _sosfiltfilt_1d(sos, zi_unit, x, out):
+    """:func:`_sosfiltfilt_scratch` with its own scratch."""
+    ext = np.empty(x.shape[0] + 2 * _padlen_nb(sos))
+    zi = np.empty((sos.shape[0], 2))
+    _sosfiltfilt_scratch(sos, zi_unit, x, out, ext, zi)
 
 
 @njit(cache=True, nogil=True)

@@ -90,7 +90,7 @@ import numpy as np
 from numba import njit
 
 from edge.signals.detrend import signal_detrend
-from edge.signals.filters import bandpass, butter_sos, check_rate
+from edge.signals.filters import _sosfiltfilt_scratch, bandpass, butter_sos, check_rate
 from firmware_bridge.errors import BadInputError, ConfigError
 
 #: POS projection onto the plane orthogonal to the normalised skin tone (Wang et al. 2017).
@@ -194,58 +194,15 @@ def _pos_window(w, h, s2):
 
 @njit(cache=True, nogil=True)
 def _filtfilt_inplace(filt, x, ext, zi):
-    """x <- x filtered forward and backward by the sections in filt, as scipy.signal.sosfiltfilt.
+    """x <- x filtered forward and backward by the sections in filt, as scipy.signal.sosfiltfilt
+    (:func:`edge.signals.filters._sosfiltfilt_scratch`).
 
     filt: (n_sections, 8) rows [b0, b1, b2, 1, a1, a2, zi0, zi1], the last two the section's
-    steady-state state for a unit step (scipy.signal.sosfilt_zi). The signal is extended at both
-    ends by its point reflection over sosfiltfilt's default padlen (the caller guarantees
-    len(x) > padlen); ext (>= len(x) + 2 padlen) and zi (n_sections, 2) are scratch, so a
+    steady-state state for a unit step (scipy.signal.sosfilt_zi); the caller guarantees
+    len(x) > padlen; ext (>= len(x) + 2 padlen) and zi (n_sections, 2) are scratch, so a
     window allocates nothing.
     """
-    n = x.shape[0]
-    n_sec = filt.shape[0]
-    zb = 0
-    za = 0
-    for s in range(n_sec):
-        if filt[s, 2] == 0.0:
-            zb += 1
-        if filt[s, 5] == 0.0:
-            za += 1
-    edge = 3 * (2 * n_sec + 1 - min(zb, za))
-    m = n + 2 * edge
-    x0 = x[0]
-    xn = x[n - 1]
-    for i in range(edge):
-        ext[i] = 2.0 * x0 - x[edge - i]
-        ext[edge + n + i] = 2.0 * xn - x[n - 2 - i]
-    for i in range(n):
-        ext[edge + i] = x[i]
-    first = ext[0]
-    for s in range(n_sec):
-        zi[s, 0] = filt[s, 6] * first
-        zi[s, 1] = filt[s, 7] * first
-    for i in range(m):
-        v = ext[i]
-        for s in range(n_sec):
-            o = filt[s, 0] * v + zi[s, 0]
-            zi[s, 0] = filt[s, 1] * v - filt[s, 4] * o + zi[s, 1]
-            zi[s, 1] = filt[s, 2] * v - filt[s, 5] * o
-            v = o
-        ext[i] = v
-    last = ext[m - 1]
-    for s in range(n_sec):
-        zi[s, 0] = filt[s, 6] * last
-        zi[s, 1] = filt[s, 7] * last
-    for i in range(m - 1, -1, -1):
-        v = ext[i]
-        for s in range(n_sec):
-            o = filt[s, 0] * v + zi[s, 0]
-            zi[s, 0] = filt[s, 1] * v - filt[s, 4] * o + zi[s, 1]
-            zi[s, 1] = filt[s, 2] * v - filt[s, 5] * o
-            v = o
-        ext[i] = v
-    for i in range(n):
-        x[i] = ext[edge + i]
+    _sosfiltfilt_scratch(filt[:, :6], filt[:, 6:8], x, x, ext, zi)
 
 
 @njit(cache=True, nogil=True)
