@@ -124,29 +124,7 @@ def _roi_sums(frame, x0, y0, x1, y1, skin, cr_lo, cr_span, cb_lo, cb_span):
                 sr += np.int64(row[x, 2])
         return sr, sg, sb, (y1 - y0) * (x1 - x0)
     for y in range(y0, y1):
-        row = frame[y]
-        # Per-row int32 accumulators: a row of <= 2**23 / 255 pixels cannot overflow, and
-        # 32-bit lanes let LLVM vectorise the branch-free body below.
-        rr = np.int32(0)
-        rg = np.int32(0)
-        rb = np.int32(0)
-        rn = np.int32(0)
-        for x in range(x0, x1):
-            b = np.int32(row[x, 0])
-            g = np.int32(row[x, 1])
-            r = np.int32(row[x, 2])
-            yy = (r * _R2Y + g * _G2Y + b * _B2Y + _HALF) >> _SHIFT
-            cr = ((r - yy) * _CR + _CBIAS) >> _SHIFT
-            cb = ((b - yy) * _CB + _CBIAS) >> _SHIFT
-            # Unsigned compare: values below the low edge wrap to huge and fail too.
-            m = np.int32(
-                (np.uint32(cr - cr_lo) <= np.uint32(cr_span))
-                & (np.uint32(cb - cb_lo) <= np.uint32(cb_span))
-            )
-            rr += r * m
-            rg += g * m
-            rb += b * m
-            rn += m
+        rr, rg, rb, rn = _row_sums(frame[y], x0, x1, True, cr_lo, cr_span, cb_lo, cb_span)
         sr += rr
         sg += rg
         sb += rb
@@ -156,7 +134,11 @@ def _roi_sums(frame, x0, y0, x1, y1, skin, cr_lo, cr_span, cb_lo, cb_span):
 
 @njit(cache=True, nogil=True, inline="always")
 def _row_sums(row, x0, x1, skin, cr_lo, cr_span, cb_lo, cb_span):
-    """Integer sums of R, G, B over the (skin) pixels row[x0:x1] and their count."""
+    """Integer sums of R, G, B over the (skin) pixels row[x0:x1] and their count.
+
+    int32 accumulators: a row of <= 2**23 / 255 pixels cannot overflow, and 32-bit lanes let
+    LLVM vectorise the branch-free skin test (an unsigned compare: values below the low edge
+    wrap to huge and fail too)."""
     rr = np.int32(0)
     rg = np.int32(0)
     rb = np.int32(0)
