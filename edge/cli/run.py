@@ -239,21 +239,6 @@ def _writers(cfg: dict, latency: bool, fps: float | None):
     return ws, video, report
 
 
-def _close_writers(*writers) -> None:
-    """Close every writer given (None skipped), all of them even when one fails; re-raise the
-    first failure."""
-    first: BaseException | None = None
-    for w in writers:
-        if w is None:
-            continue
-        try:
-            w.close()
-        except Exception as exc:  # keep closing the rest; report the first
-            first = first or exc
-    if first is not None:
-        raise first
-
-
 def _malloc_trim():
     """glibc's ``malloc_trim`` as a callable, or None (no glibc: musl, macOS)."""
     import ctypes
@@ -456,7 +441,9 @@ def run_command(args: argparse.Namespace) -> int:
             finally:
                 video_holder.clear()
                 pipeline = None  # the engines, buffers and tracker can go before the report is drawn
-                _close_writers(video, writers)
+                from edge.outputs import close_all
+
+                close_all((video, writers))
     finally:
         try:
             _draw_report(report)
@@ -615,7 +602,9 @@ def _demo(cfg: dict) -> int:
                 finally:
                     video_holder.clear()
                     pipeline = camera = sensor = None  # released before the report is drawn
-                    _close_writers(video, writers)
+                    from edge.outputs import close_all
+
+                    close_all((video, writers))
         session = streams = board = None
     finally:
         try:

@@ -55,6 +55,7 @@ __all__ = [
     "SessionReportWriter",
     "Writer",
     "WriterSet",
+    "close_all",
     "flatten_result",
     "open_writer",
 ]
@@ -102,6 +103,21 @@ def open_writer(name: str, target: Any = None, **options: Any) -> Writer:
     return cls(target, **options)
 
 
+def close_all(writers: Iterable) -> None:
+    """Close every writer given (None skipped), all of them even when one fails; re-raise the
+    first failure."""
+    first: BaseException | None = None
+    for w in writers:
+        if w is None:
+            continue
+        try:
+            w.close()
+        except Exception as exc:  # keep closing the rest; report the first
+            first = first or exc
+    if first is not None:
+        raise first
+
+
 class WriterSet(Writer):
     """Several writers behind one ``write``: each result goes to all of them, in order.
 
@@ -127,12 +143,5 @@ class WriterSet(Writer):
             w.write(result, frame, extras)
 
     def _close(self) -> None:
-        first: BaseException | None = None
-        for w in self.writers:
-            try:
-                w.close()
-            except Exception as exc:  # keep closing the rest; report the first
-                first = first or exc
-        if first is not None:
-            raise first
+        close_all(self.writers)
 
