@@ -44,6 +44,7 @@ import numpy as np
 from edge.face import crop_face
 from edge.signals.ecg import ecg_peaks
 from edge.signals.eda import eda_decompose
+from edge.signals.hr import HeartRate, heart_rate, pulse_quality
 from edge.signals.hrv import hrv_time
 from edge.signals.ppg import ppg_peaks
 from edge.signals.roi import face_rgb
@@ -356,6 +357,11 @@ class FaceInputs:
         face_present: every clip and sequence slot had a face crop and the pulse window was
             formed.
         pulse: the :class:`PulseWindow`.
+        hr: the pulse window's :func:`edge.signals.hr.heart_rate` when the record gates the
+            pulse image (``rppg.tfr_min_quality`` > 0) and the window was formed, else None.
+        quality: its :func:`edge.signals.hr.pulse_quality` by ``rppg.hr_gate`` (None as ``hr``).
+        pulse_gated: the window was formed but its quality is below ``rppg.tfr_min_quality``
+            (or its heart rate is not finite), so ``tfr`` is zeros: the pulse is absent.
     """
 
     face_clip: np.ndarray
@@ -363,6 +369,9 @@ class FaceInputs:
     face_seq_crops: np.ndarray
     face_present: bool
     pulse: PulseWindow
+    hr: HeartRate | None = None
+    quality: float | None = None
+    pulse_gated: bool = False
 
 
 def face_inputs(plan: FacePlan, frame_t_s, pulse_rgb, clip_crops: Sequence, seq_crops: Sequence,
@@ -412,11 +421,21 @@ def face_inputs(plan: FacePlan, frame_t_s, pulse_rgb, clip_crops: Sequence, seq_
     pulse = pulse_from_rgb(t[plan.pulse_idx], pulse_rgb, plan.t_grid0_s, p)
     mid = time.perf_counter()
     f_rows, t_cols = p.tfr.shape
-    image = tfr_image(pulse.pulse, p) if pulse.ok else np.zeros((f_rows, t_cols), np.float32)
+    h = quality = None
+    gated = False
+    if pulse.ok and p.rppg.tfr_min_quality > 0.0:
+        # The pulse the heart-rate gate calls noise is not shown to the model (rppg.tfr_min_quality).
+        h = heart_rate(pulse.pulse, p.fps, p.rppg.clean.lo, p.rppg.clean.hi)
+        quality = pulse_quality(pulse.pulse, p.fps, h, p.rppg.hr_gate, p.rppg.clean.lo, p.rppg.clean.hi)
+        gated = not (math.isfinite(h.hr_bpm) and quality >= p.rppg.tfr_min_quality)
+    if pulse.ok and not gated:
+        image = tfr_image(pulse.pulse, p)
+    else:
+        image = np.zeros((f_rows, t_cols), np.float32)
     if timings is not None:
         timings["pulse"] = (mid - started) * 1e3
         timings["tfr"] = (time.perf_counter() - mid) * 1e3
-    return FaceInputs(out[0], image, out[1], bool(found and pulse.ok), pulse)
+    return FaceInputs(out[0], image, out[1], bool(found and pulse.ok), pulse, h, quality, gated)
 
 
 # -- contact -------------------------------------------------------------------------------------

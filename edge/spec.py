@@ -24,7 +24,8 @@ values version 1's code used, so an old bundle behaves exactly as it did. Keys a
 absent means ``"pixel"`` (:data:`DEFAULT` says ``"fractional"``), ``rppg.hr_gate`` absent means
 ``"snr"`` (:data:`DEFAULT` says ``"logistic"``); ``face.tracker.contrast`` absent means
 ``"none"``, :class:`edge.tracker.FaceTracker`'s default (:data:`DEFAULT` says ``"clahe"``, a
-CLAHE retry of a detection that found no face); :meth:`Preprocessing.to_dict`
+CLAHE retry of a detection that found no face); ``rppg.tfr_min_quality`` absent means 0 (every
+formed pulse goes to the model; :data:`DEFAULT` says :data:`PULSE_MIN_QUALITY`); :meth:`Preprocessing.to_dict`
 leaves such a key out while it holds that value.
 """
 from __future__ import annotations
@@ -37,7 +38,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from edge.signals.hr import GATES as HR_GATES
-from edge.signals.roi import FACE_ROI_FRACTIONS, ROI_EDGES, SKIN_RULES
+from edge.signals.roi import FACE_ROI_FRACTIONS, ROI_EDGES, SKIN_RULE_NAMES
 from edge.signals.rppg import METHODS as RPPG_METHODS
 from edge.signals.tfr import tfr_params
 from edge.tracker import FaceTracker
@@ -76,7 +77,7 @@ _TRACKER_KEYS = tuple(k for k in inspect.signature(FaceTracker.__init__).paramet
 # Keys added to version 2 after it shipped, with the value a manifest without them means (what
 # bundles written before the key computed). rppg.roi_edges: whole-pixel regions; rppg.hr_gate:
 # the logistic of the SNR alone.
-_LEGACY = {"rppg.roi_edges": "pixel", "rppg.hr_gate": "snr"}
+_LEGACY = {"rppg.roi_edges": "pixel", "rppg.hr_gate": "snr", "rppg.tfr_min_quality": 0.0}
 
 
 def _path(*parts: str) -> str:
@@ -189,7 +190,9 @@ class RppgSpec:
     Attributes:
         roi: region name -> (x0, y0, x1, y1) fractions of the face box, as sorted pairs
             (forehead and cheeks by default, :data:`edge.signals.roi.FACE_ROI_FRACTIONS`).
-        skin: skin rule name (:data:`edge.signals.roi.SKIN_RULES`).
+        skin: skin rule name (:data:`edge.signals.roi.SKIN_RULE_NAMES`: a fixed YCrCb box or
+            ``"adaptive"``, relative to the face's own median colour; :data:`DEFAULT` says
+            ``"adaptive"``, a manifest keeps the rule it names).
         method: rPPG method (:data:`edge.signals.rppg.METHODS`).
         method_window_s: the method's sliding window, s.
         pulse_window_s: the pulse window (TFR and heart rate), s.
@@ -212,6 +215,13 @@ class RppgSpec:
             SNR alone, :func:`edge.signals.hr.snr_quality`). The runtime reports a heart rate
             whose quality reaches its ``min_pulse_quality``. A manifest that does not name it
             gets ``"snr"``.
+        tfr_min_quality: the pulse image goes to the model only when the window's heart-rate
+            quality (``hr_gate``) reaches this and the heart rate is finite; below it the
+            pulse is an absent modality (zeros, presence flag 0), as without a face. The
+            model then never reads a pulse the gate calls noise (a printed photo, a moving
+            head): training, calibration, still images and the device apply the same rule in
+            :func:`edge.preprocess.face_inputs`. 0 (what a manifest without the key means)
+            forms every pulse window.
     """
 
     roi: tuple
@@ -226,6 +236,7 @@ class RppgSpec:
     hr_min_face_fraction: float
     roi_edges: str
     hr_gate: str
+    tfr_min_quality: float = 0.0
 
     @property
     def roi_fractions(self) -> dict:
@@ -409,7 +420,9 @@ class Preprocessing:
                      "clean": r.clean.kwargs(), "gap_fill": r.gap_fill, "max_gap_periods": r.max_gap_periods,
                      "min_valid_fraction": r.min_valid_fraction, "hr_min_face_fraction": r.hr_min_face_fraction,
                      **({} if r.roi_edges == _LEGACY["rppg.roi_edges"] else {"roi_edges": r.roi_edges}),
-                     **({} if r.hr_gate == _LEGACY["rppg.hr_gate"] else {"hr_gate": r.hr_gate})},
+                     **({} if r.hr_gate == _LEGACY["rppg.hr_gate"] else {"hr_gate": r.hr_gate}),
+                     **({} if r.tfr_min_quality == _LEGACY["rppg.tfr_min_quality"]
+                        else {"tfr_min_quality": r.tfr_min_quality})},
             "tfr": self.tfr.kwargs(),
             "contact": {"streams": list(c.streams),
                         "signals": {s.name: {"aliases": list(s.aliases), "units": s.units} for s in c.signals},
@@ -487,7 +500,7 @@ def _parse_rppg(node: Any, window_s: float) -> RppgSpec:
     w = _path("rppg")
     r = _obj(node, w, ("roi", "skin", "method", "method_window_s", "pulse_window_s", "clean", "gap_fill",
                        "max_gap_periods", "min_valid_fraction", "hr_min_face_fraction"),
-             optional=("roi_edges", "hr_gate"))
+             optional=("roi_edges", "hr_gate", "tfr_min_quality"))
     roi = r["roi"]
     if not isinstance(roi, Mapping) or not roi:
         raise ConfigError(f"{w}.roi must be a non-empty object of regions")
@@ -510,7 +523,7 @@ def _parse_rppg(node: Any, window_s: float) -> RppgSpec:
         raise ConfigError(f"{w}.pulse_window_s {pulse_window_s} exceeds window_s {window_s}")
     return RppgSpec(
         roi=tuple(sorted(regions)),
-        skin=_str(r, "skin", w, SKIN_RULES),
+        skin=_str(r, "skin", w, SKIN_RULE_NAMES),
         method=_str(r, "method", w, RPPG_METHODS),
         method_window_s=_num(r, "method_window_s", w, lo=0.1, hi=60.0),
         pulse_window_s=pulse_window_s,
@@ -522,6 +535,8 @@ def _parse_rppg(node: Any, window_s: float) -> RppgSpec:
         # Absent = the whole-pixel regions that manifests written before the key always meant.
         roi_edges=_str(r, "roi_edges", w, ROI_EDGES) if "roi_edges" in r else _LEGACY["rppg.roi_edges"],
         hr_gate=_str(r, "hr_gate", w, HR_GATES) if "hr_gate" in r else _LEGACY["rppg.hr_gate"],
+        tfr_min_quality=(_num(r, "tfr_min_quality", w, lo=0.0, hi=1.0) if "tfr_min_quality" in r
+                         else _LEGACY["rppg.tfr_min_quality"]),
     )
 
 
@@ -645,6 +660,13 @@ def upgrade_v1(d: Mapping) -> dict:
 MODEL_MIN_VALID_FRACTION = 0.9
 
 
+#: Heart-rate quality (the record's ``rppg.hr_gate``) a window's pulse needs before the model
+#: reads it (``rppg.tfr_min_quality``), and the runtime's default ``min_pulse_quality`` for
+#: reporting a heart rate: one threshold, so a pulse the device will not report is a pulse the
+#: model does not see.
+PULSE_MIN_QUALITY = 0.5
+
+
 #: The project's default settings: what a new bundle is trained with unless told otherwise.
 DEFAULT = Preprocessing.from_dict({
     "version": VERSION,
@@ -653,11 +675,12 @@ DEFAULT = Preprocessing.from_dict({
     "face": {"box": "tracker", "tracker": {"contrast": "clahe"}, "crop_size": 32, "crop_margin": 0.15, "clip_frames": 8,
              "clip_stride_frames": 8, "seq_rate_hz": 2.0, "seq_frames": 120,
              "max_frame_age_periods": DEFAULT_MAX_GAP_PERIODS, "track_warmup_s": _TRACK_WARMUP_S},
-    "rppg": {"roi": {k: list(v) for k, v in FACE_ROI_FRACTIONS.items()}, "skin": "chai_ngan_wide", "method": "pos",
+    "rppg": {"roi": {k: list(v) for k, v in FACE_ROI_FRACTIONS.items()}, "skin": "adaptive", "method": "pos",
              "method_window_s": 1.6, "pulse_window_s": 10.0,
              "clean": {"lam": 100.0, "lo": 0.7, "hi": 3.5, "order": 4}, "gap_fill": 0.0,
              "max_gap_periods": DEFAULT_MAX_GAP_PERIODS, "min_valid_fraction": MODEL_MIN_VALID_FRACTION,
-             "hr_min_face_fraction": 0.9, "roi_edges": "fractional", "hr_gate": "logistic"},
+             "hr_min_face_fraction": 0.9, "roi_edges": "fractional", "hr_gate": "logistic",
+             "tfr_min_quality": PULSE_MIN_QUALITY},
     "tfr": {"kind": "stft", "shape": [32, 32], "lo": 0.7, "hi": 3.5, "norm": "zscore", "nperseg_s": 4.0,
             "overlap": 0.9},
     "contact": {"streams": ["ppg", "eda"], "signals": _V1_SIGNALS, "rate_hz": 32.0, "n_samples": 1920,

@@ -315,14 +315,18 @@ class Inference:
                 status.missing[name] = {Reason.WARMING_UP}
             elif not ok:
                 status.missing[name] = {Reason.NO_FACE}
+            elif name == "tfr" and fi.pulse_gated:
+                status.missing[name] = {Reason.LOW_PULSE_QUALITY}
         if job.t_s < p.rppg.pulse_window_s - 1e-9:
             reasons.add(Reason.WARMING_UP)
         elif job.box_last is None or not pulse_ok or fi.pulse.valid_fraction < p.rppg.hr_min_face_fraction:
             reasons.add(Reason.NO_FACE)
         else:
-            h = heart_rate(fi.pulse.pulse, p.fps, p.rppg.clean.lo, p.rppg.clean.hi)
+            # face_inputs already scored the window when the record gates the pulse image.
+            h = fi.hr if fi.hr is not None else heart_rate(fi.pulse.pulse, p.fps, p.rppg.clean.lo, p.rppg.clean.hi)
             snr = h.snr_db if math.isfinite(h.snr_db) else None
-            quality = pulse_quality(fi.pulse.pulse, p.fps, h, p.rppg.hr_gate, p.rppg.clean.lo, p.rppg.clean.hi)
+            quality = fi.quality if fi.quality is not None else \
+                pulse_quality(fi.pulse.pulse, p.fps, h, p.rppg.hr_gate, p.rppg.clean.lo, p.rppg.clean.hi)
             if math.isfinite(h.hr_bpm) and quality >= self.s.min_pulse_quality:
                 hr = (h.hr_bpm, quality, snr)
             else:

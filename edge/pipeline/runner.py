@@ -29,7 +29,7 @@ from edge.pipeline.sources import (END, FrameReader, SensorReader, get, open_cam
                                    put)
 from edge.pipeline.windows import HopClock, SensorStore, SensorSync, VideoWindows
 from edge.results import STATUS_OK, STATUS_UNKNOWN, Result
-from edge.spec import Preprocessing
+from edge.spec import PULSE_MIN_QUALITY, Preprocessing
 from firmware_bridge.errors import BadInputError, ConfigError, EmofuseError
 from firmware_bridge.recording import Recorder, open_recording
 
@@ -55,7 +55,8 @@ class PipelineOptions:
         intra_op_threads: ONNX Runtime threads per engine.
         min_pulse_quality: rPPG heart rates whose quality (the record's ``rppg.hr_gate``:
             :func:`edge.signals.hr.pulse_quality`) is below this are unknown (0..1; 0.5 is the
-            fitted gate's operating point, and an SNR of 0 dB for the "snr" gate).
+            fitted gate's operating point, and an SNR of 0 dB for the "snr" gate; the same threshold
+            as the default record's ``rppg.tfr_min_quality``, below which the model gets no pulse).
         contact_window_s: window of the reported contact HRV and EDA, s (None: the record's
             ``window_s``); the contact heart rate is the mean over its last pulse window.
         contact_min_s: shortest stretch of contact signal a reported value needs, s (holes up to
@@ -74,7 +75,7 @@ class PipelineOptions:
     backend: str = "auto"
     precision: str = "auto"
     intra_op_threads: int = 1
-    min_pulse_quality: float = 0.5
+    min_pulse_quality: float = PULSE_MIN_QUALITY
     contact_window_s: float | None = None
     contact_min_s: float = 10.0
     contact_tail_s: float = 1.0
