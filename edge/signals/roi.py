@@ -6,7 +6,11 @@ Svaasand & Nelson 2008, "Remote plethysmographic imaging using ambient light"; W
 by a YCrCb box rule after Chai & Ngan 1999 ("Face segmentation using skin-color map in
 videophone applications", IEEE TCSVT 9(4)): 133 <= Cr <= 173 and 77 <= Cb <= 127 as
 published (``"chai_ngan"``), or with the Cb ceiling at 135 (``"chai_ngan_wide"``, the default;
-see :data:`SKIN_RULES` for why).
+see :data:`SKIN_RULES` for why). A fixed box rejects whole faces whose chroma lies outside it (the
+darkest and lightest skin tones, coloured light, an off white balance), so ``"adaptive"`` (what
+:data:`edge.spec.DEFAULT` uses) judges skin against the face's own colour instead: pixels within
+a chroma distance of the regions' median Cr and Cb and within a luminance band around their
+median Y, nothing when that median is not reddish (a wall, hair); see :data:`ADAPTIVE_SKIN_RULES`.
 
 The colour conversion uses the same 14-bit fixed-point arithmetic as OpenCV's 8-bit
 ``COLOR_BGR2YCrCb`` (verified equal on all 2**24 colours), so the skin mask is bit-identical to
@@ -29,6 +33,7 @@ trace keeps one row per frame and the gap is visible downstream.
 """
 from __future__ import annotations
 
+import threading
 from typing import NamedTuple
 
 import numpy as np
@@ -58,6 +63,34 @@ SKIN_RULES: dict[str, tuple[int, int, int, int]] = {
     "chai_ngan_wide": (133, 173, 77, 135),
 }
 DEFAULT_SKIN_RULE = "chai_ngan_wide"
+
+# Adaptive rules: skin judged against the face's own colour (see :func:`face_stats`). A fixed
+# box rejects whole faces whose chroma sits outside it: the darkest Monk tones (Cr ~ 131, under
+# the Cr floor of 133), very light skin, and any face under coloured light or an off white
+# balance. "adaptive" takes the weighted median Y, Cr and Cb of the regions' pixels (the regions
+# are chosen to be mostly skin, so the median is a skin colour; pooled over the face's regions,
+# a forehead under hair is judged by the cheeks' colour) and keeps pixels with
+#   |Cr - Cr_med| <= ADAPTIVE_CHROMA_RADIUS, |Cb - Cb_med| <= ADAPTIVE_CHROMA_RADIUS,
+#   Y_med / 2 <= Y <= min(3 Y_med / 2, 254),
+# the luminance band dropping eyebrows, hair and shadows (darker than half the face) and
+# specular highlights and clipped pixels. It rejects everything when the median itself is not
+# reddish (Cr_med - Cb_med < ADAPTIVE_MIN_REDNESS): a grey or white wall (Cr = Cb = 128), blue-
+# black hair or a background under the regions. After the adaptive skin-colour filter idea of
+# Cho, Jang & Hong 2001 ("Adaptive skin-color filter", Pattern Recognition 34(5)): thresholds
+# from the image's own skin distribution instead of fixed ones; the median box is our variant.
+# The radius covers the chroma spread of every synthetic tone's face (5th-95th percentile within
+# +-6 of the median) and of the real webcam face (2nd-98th within -7..+3).
+ADAPTIVE_SKIN_RULES = ("adaptive",)
+ADAPTIVE_CHROMA_RADIUS = 8
+# Measured Cr_med - Cb_med: 5 (Monk tone 10) to 20 (tone 6) on the synthetic faces, 14 on the
+# real webcam face; 0 on a neutral surface (+-1 from rounding), negative on the clip's hair.
+ADAPTIVE_MIN_REDNESS = 2
+# The median is taken over every second pixel of every second row: a quarter of the pixels (a
+# 12 x 12 px cheek still gives 36 votes) halves the rule's cost, and a median moves by at most a
+# bin or so between the full set and the sample.
+ADAPTIVE_STRIDE = 2
+#: Every skin rule name: the fixed boxes (:data:`SKIN_RULES`) and the adaptive rules.
+SKIN_RULE_NAMES = (*SKIN_RULES, *ADAPTIVE_SKIN_RULES)
 
 # Face sub-regions as fractions (x0, y0, x1, y1) of a Haar frontal-face box (x, y, w, h).
 # The Haar box spans roughly mid-forehead to chin with the eyes at 0.35-0.45 h and the mouth
@@ -106,10 +139,11 @@ class RoiStats(NamedTuple):
 
 
 @njit(cache=True, nogil=True)
-def _roi_sums(frame, x0, y0, x1, y1, skin, cr_lo, cr_span, cb_lo, cb_span):
+def _roi_sums(frame, x0, y0, x1, y1, skin, cr_lo, cr_span, cb_lo, cb_span, y_lo=0, y_span=255):
     """Integer sums of R, G, B over (skin) pixels of frame[y0:y1, x0:x1] and their count.
 
-    The skin test is cr_lo <= Cr <= cr_lo + cr_span and likewise for Cb.
+    The skin test is cr_lo <= Cr <= cr_lo + cr_span and likewise for Cb and Y (the box rules
+    pass the whole Y range, 0..255, which every pixel passes).
     """
     sr = 0
     sg = 0
@@ -124,7 +158,7 @@ def _roi_sums(frame, x0, y0, x1, y1, skin, cr_lo, cr_span, cb_lo, cb_span):
                 sr += np.int64(row[x, 2])
         return sr, sg, sb, (y1 - y0) * (x1 - x0)
     for y in range(y0, y1):
-        rr, rg, rb, rn = _row_sums(frame[y], x0, x1, True, cr_lo, cr_span, cb_lo, cb_span)
+        rr, rg, rb, rn = _row_sums(frame[y], x0, x1, True, cr_lo, cr_span, cb_lo, cb_span, y_lo, y_span)
         sr += rr
         sg += rg
         sb += rb
@@ -133,7 +167,7 @@ def _roi_sums(frame, x0, y0, x1, y1, skin, cr_lo, cr_span, cb_lo, cb_span):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _row_sums(row, x0, x1, skin, cr_lo, cr_span, cb_lo, cb_span):
+def _row_sums(row, x0, x1, skin, cr_lo, cr_span, cb_lo, cb_span, y_lo, y_span):
     """Integer sums of R, G, B over the (skin) pixels row[x0:x1] and their count.
 
     int32 accumulators: a row of <= 2**23 / 255 pixels cannot overflow, and 32-bit lanes let
@@ -154,6 +188,7 @@ def _row_sums(row, x0, x1, skin, cr_lo, cr_span, cb_lo, cb_span):
             m = np.int32(
                 (np.uint32(cr - cr_lo) <= np.uint32(cr_span))
                 & (np.uint32(cb - cb_lo) <= np.uint32(cb_span))
+                & (np.uint32(yy - y_lo) <= np.uint32(y_span))
             )
         else:
             m = np.int32(1)
@@ -165,7 +200,7 @@ def _row_sums(row, x0, x1, skin, cr_lo, cr_span, cb_lo, cb_span):
 
 
 @njit(cache=True, nogil=True)
-def _roi_sums_frac(frame, x0, y0, x1, y1, skin, cr_lo, cr_span, cb_lo, cb_span):
+def _roi_sums_frac(frame, x0, y0, x1, y1, skin, cr_lo, cr_span, cb_lo, cb_span, y_lo=0, y_span=255):
     """Area-weighted sums of R, G, B over the (skin) pixels of the real box [x0, x1) x [y0, y1).
 
     Pixel (x, y) covers the unit square [x, x + 1) x [y, y + 1); its weight is the area of that
@@ -198,14 +233,14 @@ def _roi_sums_frac(frame, x0, y0, x1, y1, skin, cr_lo, cr_span, cb_lo, cb_span):
     for y in range(iy0, iy1):
         wy = min(y + 1.0, y1) - max(float(y), y0)
         row = frame[y]
-        rr, rg, rb, rn = _row_sums(row, in0, in1, skin, cr_lo, cr_span, cb_lo, cb_span)
-        er, eg, eb, en = _row_sums(row, ix0, ix0 + 1, skin, cr_lo, cr_span, cb_lo, cb_span)
+        rr, rg, rb, rn = _row_sums(row, in0, in1, skin, cr_lo, cr_span, cb_lo, cb_span, y_lo, y_span)
+        er, eg, eb, en = _row_sums(row, ix0, ix0 + 1, skin, cr_lo, cr_span, cb_lo, cb_span, y_lo, y_span)
         fr = rr + wl * er
         fg = rg + wl * eg
         fb = rb + wl * eb
         fn = rn + wl * en
         if wr > 0.0:
-            er, eg, eb, en = _row_sums(row, ix1 - 1, ix1, skin, cr_lo, cr_span, cb_lo, cb_span)
+            er, eg, eb, en = _row_sums(row, ix1 - 1, ix1, skin, cr_lo, cr_span, cb_lo, cb_span, y_lo, y_span)
             fr += wr * er
             fg += wr * eg
             fb += wr * eb
@@ -215,6 +250,59 @@ def _roi_sums_frac(frame, x0, y0, x1, y1, skin, cr_lo, cr_span, cb_lo, cb_span):
         sb += wy * fb
         sn += wy * fn
     return sr, sg, sb, sn, (x1 - x0) * (y1 - y0)
+
+
+@njit(cache=True, nogil=True)
+def _ycc_hist(frame, x0, y0, x1, y1, step, hist):
+    """Count the pixels of frame[y0:y1:step, x0:x1:step] in their Y, Cr and Cb bins.
+
+    hist: int64 (3, 256), rows Y, Cr, Cb (8-bit YCrCb as :func:`_row_sums` computes it, Cr and
+    Cb clamped to 0..255 as OpenCV saturates them). Whole pixels: the caller passes the pixels
+    whose centres lie in the region (a median is a whole bin anyway, and unit weights keep the
+    loop free of per-pixel float work).
+    """
+    for y in range(y0, y1, step):
+        row = frame[y]
+        for x in range(x0, x1, step):
+            b = np.int32(row[x, 0])
+            g = np.int32(row[x, 1])
+            r = np.int32(row[x, 2])
+            yy = (r * _R2Y + g * _G2Y + b * _B2Y + _HALF) >> _SHIFT
+            cr = min(max(((r - yy) * _CR + _CBIAS) >> _SHIFT, 0), 255)
+            cb = min(max(((b - yy) * _CB + _CBIAS) >> _SHIFT, 0), 255)
+            hist[0, yy] += 1
+            hist[1, cr] += 1
+            hist[2, cb] += 1
+
+
+@njit(cache=True, nogil=True)
+def _adaptive_box(hist, radius, min_redness):
+    """(cr_lo, cr_span, cb_lo, cb_span, y_lo, y_span) of the adaptive rule from the histograms
+    of :func:`_ycc_hist` (medians: the lowest bin whose cumulative count reaches half). A rule
+    that passes nothing when the histogram is empty or the median is not reddish."""
+    total = 0
+    for i in range(256):
+        total += hist[0, i]
+    if total <= 0:
+        return 0, 0, 0, 0, 256, 0
+    m0 = _hist_median(hist[0], total)
+    m1 = _hist_median(hist[1], total)
+    m2 = _hist_median(hist[2], total)
+    if m1 - m2 < min_redness:
+        return 0, 0, 0, 0, 256, 0
+    y_lo = (m0 + 1) // 2
+    y_hi = min(m0 + m0 // 2, 254)
+    return m1 - radius, 2 * radius, m2 - radius, 2 * radius, y_lo, max(y_hi - y_lo, 0)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _hist_median(h, total):
+    c = 0
+    for i in range(256):
+        c += h[i]
+        if 2 * c >= total:
+            return i
+    return 255
 
 
 def _check_frame(frame_bgr: np.ndarray) -> None:
@@ -229,19 +317,42 @@ def _check_frame(frame_bgr: np.ndarray) -> None:
         raise BadInputError(f"frame is {frame_bgr.shape[1]} px wide; at most 32,000 supported")
 
 
-def _skin_args(skin) -> tuple[bool, int, int, int, int]:
-    """(use_mask, cr_lo, cr_span, cb_lo, cb_span) for the kernel from a ``skin`` argument."""
+def _skin_args(skin) -> tuple | None:
+    """(use_mask, cr_lo, cr_span, cb_lo, cb_span, y_lo, y_span) for the kernel from a ``skin``
+    argument; None for an adaptive rule (its box comes from the frame, :func:`_adaptive_args`)."""
     if skin is True:
         skin = DEFAULT_SKIN_RULE
     if skin is False or skin is None:
-        return False, 0, 0, 0, 0
+        return False, 0, 0, 0, 0, 0, 255
+    if isinstance(skin, str) and skin in ADAPTIVE_SKIN_RULES:
+        return None
     try:
         cr_lo, cr_hi, cb_lo, cb_hi = SKIN_RULES[skin]
     except (KeyError, TypeError):
         raise ConfigError(
-            f"skin must be True, False or one of {sorted(SKIN_RULES)}, got {skin!r}"
+            f"skin must be True, False or one of {sorted(SKIN_RULE_NAMES)}, got {skin!r}"
         ) from None
-    return True, cr_lo, cr_hi - cr_lo, cb_lo, cb_hi - cb_lo
+    return True, cr_lo, cr_hi - cr_lo, cb_lo, cb_hi - cb_lo, 0, 255
+
+
+# One (3, 256) histogram per thread, reused: the adaptive rule allocates nothing per frame.
+_HIST = threading.local()
+
+
+def _adaptive_args(frame_bgr, clipped) -> tuple:
+    """The adaptive rule's kernel arguments for the clipped boxes ``clipped`` (x0, y0, x1, y1),
+    pooled: every ADAPTIVE_STRIDE-th pixel (both ways) whose centre lies in a box votes."""
+    hist = getattr(_HIST, "hist", None)
+    if hist is None:
+        hist = _HIST.hist = np.zeros((3, 256), np.int64)
+    hist[:] = 0
+    for x0, y0, x1, y1 in clipped:
+        # Pixel j's centre j + 0.5 is in [x0, x1) for round-half-up(x0) <= j < round-half-up(x1).
+        ix0, iy0 = int(np.floor(x0 + 0.5)), int(np.floor(y0 + 0.5))
+        ix1, iy1 = int(np.floor(x1 + 0.5)), int(np.floor(y1 + 0.5))
+        if ix1 > ix0 and iy1 > iy0:
+            _ycc_hist(frame_bgr, ix0, iy0, ix1, iy1, ADAPTIVE_STRIDE, hist)
+    return (True, *_adaptive_box(hist, ADAPTIVE_CHROMA_RADIUS, ADAPTIVE_MIN_REDNESS))
 
 
 def _clip_box(box, height: int, width: int) -> tuple[int, int, int, int]:
@@ -293,10 +404,15 @@ def _pooled(frame_bgr: np.ndarray, boxes, skin, edges: str = "pixel") -> RoiStat
     mask_args = _skin_args(skin)
     height, width = frame_bgr.shape[:2]
     if _check_edges(edges) == "fractional":
-        return _pooled_frac(frame_bgr, boxes, mask_args, height, width)
+        clipped = [_clip_box_frac(box, height, width) for box in boxes]
+        if mask_args is None:
+            mask_args = _adaptive_args(frame_bgr, clipped)
+        return _pooled_frac(frame_bgr, clipped, mask_args)
+    clipped = [_clip_box(box, height, width) for box in boxes]
+    if mask_args is None:
+        mask_args = _adaptive_args(frame_bgr, clipped)
     sr = sg = sb = n = n_box = 0
-    for box in boxes:
-        x0, y0, x1, y1 = _clip_box(box, height, width)
+    for x0, y0, x1, y1 in clipped:
         area = max(x1 - x0, 0) * max(y1 - y0, 0)
         if area == 0:
             continue
@@ -311,7 +427,7 @@ def _pooled(frame_bgr: np.ndarray, boxes, skin, edges: str = "pixel") -> RoiStat
     return RoiStats(np.array([sr, sg, sb], dtype=np.float64) / n, int(n), n_box)
 
 
-def _pooled_frac(frame_bgr, boxes, mask_args, height, width) -> RoiStats:
+def _pooled_frac(frame_bgr, clipped, mask_args) -> RoiStats:
     # Per region: its skin mean, weighted by its (fixed) area times the skin-share factor, so
     # pixels flickering across the skin threshold move neither the mix between regions (whose
     # colours differ) nor, above FULL_SKIN_FRACTION, the region's weight.
@@ -319,8 +435,7 @@ def _pooled_frac(frame_bgr, boxes, mask_args, height, width) -> RoiStats:
     pooled = [0.0, 0.0, 0.0]
     skin_area = 0.0
     box_area = 0.0
-    for box in boxes:
-        x0, y0, x1, y1 = _clip_box_frac(box, height, width)
+    for x0, y0, x1, y1 in clipped:
         if x1 <= x0 or y1 <= y0:
             continue
         r, g, b, k, area = _roi_sums_frac(frame_bgr, x0, y0, x1, y1, *mask_args)
@@ -356,8 +471,10 @@ def roi_stats(frame_bgr: np.ndarray, box, skin: bool | str = True, edges: str = 
             copied).
         box: (x, y, w, h) in pixels, numbers; clipped to the frame. Pixel (i, j) covers
             [i, i + 1) x [j, j + 1).
-        skin: True: keep pixels passing the default skin rule (:data:`DEFAULT_SKIN_RULE`);
-            a name from :data:`SKIN_RULES`: that rule; False: average every pixel.
+        skin: True: keep pixels passing the default box rule (:data:`DEFAULT_SKIN_RULE`);
+            a name from :data:`SKIN_RULE_NAMES`: that rule (an adaptive rule takes its median
+            colour over the box, or over all of a face's regions together in
+            :func:`face_stats`); False: average every pixel.
         edges: ``"fractional"``: each pixel weighs the share of its area inside the box (an
             area-weighted mean, continuous in the box); ``"pixel"``: the box is rounded to
             whole pixels first (:data:`ROI_EDGES`). Equal when the box is integral.
@@ -371,7 +488,9 @@ def roi_stats(frame_bgr: np.ndarray, box, skin: bool | str = True, edges: str = 
             size.
         ConfigError: unknown skin rule or edge mode.
 
-    Method: YCrCb skin box after Chai & Ngan 1999 (IEEE TCSVT 9(4)); colour conversion in
+    Method: YCrCb skin box after Chai & Ngan 1999 (IEEE TCSVT 9(4)), or the adaptive rule
+    (thresholds from the region's own colour, after Cho, Jang & Hong 2001, Pattern
+    Recognition 34(5); :data:`ADAPTIVE_SKIN_RULES`); colour conversion in
     OpenCV's 14-bit fixed point; partial-pixel area weights as in area-averaging resampling.
     """
     return _pooled(frame_bgr, (box,), skin, edges)
@@ -489,3 +608,4 @@ def warmup() -> None:
         for edges in ROI_EDGES:
             roi_stats(image, (0.5, 0.5, 3.2, 3.2), edges=edges)
             roi_stats(image, (0.5, 0.5, 3.2, 3.2), skin=False, edges=edges)
+            roi_stats(image, (0.5, 0.5, 3.2, 3.2), skin=ADAPTIVE_SKIN_RULES[0], edges=edges)
