@@ -29,11 +29,12 @@ from typing import NamedTuple
 import cv2
 import numpy as np
 
-from firmware_bridge.errors import ConfigError
+from firmware_bridge.errors import BadInputError, ConfigError
 from firmware_bridge.sim.expression import _TONE_ELLIPSE, ExpressionRig, FaceAppearance
 from firmware_bridge.sim.faces import FacePhoto, colourise, tone_pulse_factors
 
-__all__ = ["FaceRenderer", "PHOTO_FACE_BOX", "PBV_RGB", "Motion"]
+__all__ = ["AE_GAIN_RANGE", "AE_STRENGTH", "AE_TARGET_LUMA", "FaceRenderer", "Motion", "PBV_RGB",
+           "PHOTO_FACE_BOX", "auto_exposure_gain", "face_meter_luma"]
 
 # The box OpenCV's Haar frontal-face cascade (haarcascade_frontalface_default.xml,
 # scaleFactor 1.1, minNeighbors 5) finds on the unscaled 512x512 photo, (x, y, w, h) px:
@@ -49,6 +50,20 @@ _CB_RANGE = (77, 127)
 # Relative pulsatile strength per channel, (R, G, B), de Haan & van Leest 2014.
 PBV_RGB = (0.33, 0.77, 0.53)
 
+# Auto-exposure (see auto_exposure_gain). Target: the mean luma of 18 % grey (the reflectance
+# reflected-light meters are calibrated to, ISO 2720), 0.18 ** (1 / 2.2) * 255 = 118 in 8-bit
+# sRGB-like code values.
+AE_TARGET_LUMA = 118.0
+# Share of the log distance to the target that the loop closes (1 = every face at the target).
+AE_STRENGTH = 0.7
+# Gain limits in code-value (gamma-domain) units: down to 1/8 of the light in linear terms
+# (a shorter exposure), up to 24 dB (16x) of sensor gain, a webcam's typical ceiling;
+# under the power-law gamma a linear gain g is g ** (1 / 2.2) in code values.
+AE_GAIN_RANGE = (0.125 ** (1 / 2.2), 16.0 ** (1 / 2.2))
+# Face-priority metering: the face box's mean luma weighs this much, the centre-weighted frame
+# the rest.
+_AE_FACE_WEIGHT = 0.8
+
 # A pale grey-beige wall, BGR, top and bottom of the frame.
 _WALL_TOP_BGR = (178.0, 182.0, 186.0)
 _WALL_BOTTOM_BGR = (140.0, 146.0, 152.0)
@@ -63,6 +78,75 @@ class Motion(NamedTuple):
     dx_px: float
     dy_px: float
     scale: float
+
+
+def face_meter_luma(bgr: np.ndarray, face_box: tuple[float, float, float, float]) -> float:
+    """Face-priority exposure metering: the luma an auto-exposure loop steers toward its target.
+
+    0.8 x the mean BT.601 luma of the face box (the part inside the frame) + 0.2 x the frame's
+    centre-weighted mean luma (Gaussian weight, sigma = a quarter of the shorter side), the
+    face-detection-driven metering of current webcams and phones with a centre-weighted
+    average as its fallback share (e.g. Kuno, Sugiura & Matoba 1998, "A new automatic exposure
+    system for digital still cameras", IEEE Trans. Consumer Electronics 44(1):192-199, meter
+    the main subject's region rather than the frame mean). The weights are a modelling choice.
+
+    Args:
+        bgr: float32 or uint8 (H, W, 3) BGR code values 0-255.
+        face_box: (x, y, w, h) frame px; it may extend past the frame.
+
+    Returns:
+        Metered luma, code values 0-255 (float).
+
+    Raises:
+        BadInputError: bgr is not (H, W, 3).
+    """
+    if bgr.ndim != 3 or bgr.shape[2] != 3:
+        raise BadInputError(f"bgr must be (H, W, 3), got shape {bgr.shape}")
+    h, w = bgr.shape[:2]
+    luma = cv2.transform(np.asarray(bgr, np.float32), np.array([[0.114, 0.587, 0.299]], np.float32))
+    luma = luma.reshape(h, w)
+    sigma = 0.25 * min(w, h)
+    gx = np.exp(-0.5 * ((np.arange(w, dtype=np.float32) - (w - 1) / 2.0) / sigma) ** 2)
+    gy = np.exp(-0.5 * ((np.arange(h, dtype=np.float32) - (h - 1) / 2.0) / sigma) ** 2)
+    centre = float((gy @ luma @ gx) / (gy.sum() * gx.sum()))
+    x, y, bw, bh = face_box
+    x0, y0 = max(0, int(round(x))), max(0, int(round(y)))
+    x1, y1 = min(w, int(round(x + bw))), min(h, int(round(y + bh)))
+    if x1 <= x0 or y1 <= y0:
+        return centre
+    return _AE_FACE_WEIGHT * float(luma[y0:y1, x0:x1].mean()) + (1.0 - _AE_FACE_WEIGHT) * centre
+
+
+def auto_exposure_gain(meter_luma: float, target_luma: float = AE_TARGET_LUMA, strength: float = AE_STRENGTH,
+                       gain_range: tuple[float, float] = AE_GAIN_RANGE) -> float:
+    """The converged gain of an auto-exposure loop, in code-value (gamma-domain) units.
+
+    ``gain = clip((target / meter) ** strength, *gain_range)``: a reflected-light meter places
+    the metered region at mid-grey (18 % reflectance, ISO 2720), so a dark face is brightened
+    and a light one darkened; ``strength`` < 1 closes only part of that distance (a camera
+    that put every face at exactly 118 would erase skin tone; the partial compensation keeps
+    the tones' order and is a modelling choice), and the range caps the sensor gain.
+
+    Args:
+        meter_luma: metered luma, code values (see :func:`face_meter_luma`), > 0.
+        target_luma: the loop's target, code values.
+        strength: 0 (no auto-exposure) to 1 (full compensation).
+        gain_range: (lowest, highest) gain, code-value units.
+
+    Returns:
+        The gain (float) by which every code value of the scene is multiplied.
+
+    Raises:
+        ConfigError: a non-positive meter or target, strength outside 0-1, or a bad range.
+    """
+    lo, hi = (float(v) for v in gain_range)
+    if not (meter_luma > 0 and target_luma > 0):
+        raise ConfigError(f"auto-exposure needs a positive meter and target, got {meter_luma}, {target_luma}")
+    if not 0.0 <= strength <= 1.0:
+        raise ConfigError(f"auto-exposure strength must be within 0-1, got {strength}")
+    if not 0.0 < lo <= 1.0 <= hi:
+        raise ConfigError(f"auto-exposure gain_range must satisfy 0 < low <= 1 <= high, got {gain_range}")
+    return float(np.clip((float(target_luma) / float(meter_luma)) ** float(strength), lo, hi))
 
 
 @functools.lru_cache(maxsize=1)
@@ -151,6 +235,7 @@ class FaceRenderer:
         appearance: FaceAppearance | None = None,
         photo: FacePhoto | None = None,
         skin_tone: int | None = None,
+        auto_exposure: bool = True,
     ) -> None:
         w, h = (int(v) for v in frame_size)
         if w < 64 or h < 64:
@@ -177,6 +262,7 @@ class FaceRenderer:
         self.noise_sigma = float(noise_sigma)
         self.jpeg_quality = None if jpeg_quality is None else int(jpeg_quality)
         self.seed = int(seed)
+        self.auto_exposure = bool(auto_exposure)
         self._build(face_scale, face_center)
 
     def _build(self, face_scale: float, face_center: tuple[float, float]) -> None:
@@ -243,6 +329,16 @@ class FaceRenderer:
         # reflection (faces.tone_pulse_factors).
         weights_bgr = (np.asarray(PBV_RGB[::-1], np.float32) / PBV_RGB[1]
                        * np.asarray(self.pulse_factors_rgb[::-1], np.float32))
+        # Auto-exposure, converged on the still scene and then held (rPPG recordings lock
+        # exposure; a loop that kept adapting would also follow the pulse and the light's
+        # drift). The gain multiplies the diffuse light and the pulse alike, so the relative
+        # pulse is unchanged; a gain above 1 is sensor gain and amplifies the sensor noise
+        # with it, a gain below 1 is a shorter exposure and leaves the noise floor as it is.
+        self.exposure_gain = 1.0
+        if self.auto_exposure:
+            self.exposure_gain = auto_exposure_gain(face_meter_luma(base, self.face_box0))
+            base = np.clip(base * np.float32(self.exposure_gain), 0.0, 255.0)
+        self._noise_sigma_out = self.noise_sigma * max(1.0, self.exposure_gain)
         self._base = np.ascontiguousarray(base)
         self._skin = skin_full
         # Per-pixel, per-channel intensity lost per unit of blood volume at unit amplitude.
@@ -360,13 +456,13 @@ class FaceRenderer:
         if motion != Motion(0.0, 0.0, 1.0):
             img = cv2.warpAffine(img, self._matrix(motion), (w, h), flags=cv2.INTER_LINEAR,
                                  borderMode=cv2.BORDER_REFLECT101)
-        if self.noise_sigma > 0.0:
+        if self._noise_sigma_out > 0.0:
             noise = np.empty_like(img)
             # OpenCV's randn is 3x faster than NumPy's here; seeding its thread-local RNG per
             # frame keeps frame i the same whatever order frames are rendered in.
             seq = np.random.SeedSequence([self.seed, 0x5EED, int(index)])
             cv2.setRNGSeed(int(seq.generate_state(1)[0] & 0x7FFFFFFF))
-            cv2.randn(noise, 0.0, self.noise_sigma)
+            cv2.randn(noise, 0.0, self._noise_sigma_out)
             img = cv2.scaleAdd(img, float(gain), noise)
         elif gain != 1.0:
             img = img * np.float32(gain)

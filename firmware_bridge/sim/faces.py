@@ -20,7 +20,13 @@ geometry is deterministic (same photo, same landmarks) and cheap (a few ms per p
 it, skintone.google): tone *k* in 1-10 colourises the photo's skin so that its median skin
 pixel has swatch *k*'s colour at a camera exposure of 0.9, the photo's own shading multiplying
 it (out_c = 0.9 * swatch_c * L / L_median, which is the same product in linear light under a
-power-law gamma). The pulse's relative amplitude per channel follows the dichromatic skin
+power-law gamma). The rest of the photo (hair, neck beyond the tone ellipse, the photo's own
+backdrop) is scaled by the same ratio, untinted (``subject_scale``): one light falls on the whole
+subject, so the face keeps its lightness relative to its surround. Without that a tone-10 face sat
+as a dark patch in the light-skinned photo's bright halo of forehead, hair and backdrop, and the
+Haar cascade (which normalises each window by its variance) lost it in 26-65 % of frames. The
+camera's auto-exposure (``firmware_bridge.sim.face.auto_exposure_gain``) then brightens or darkens
+the whole frame toward mid-grey. The pulse's relative amplitude per channel follows the dichromatic skin
 model that CHROM is built on (de Haan & Jeanne 2013, "Robust pulse rate from
 chrominance-based rPPG", IEEE TBME 60(10):2878-2886): the camera sees a diffuse reflection
 that has crossed the epidermis (melanin) and the blood-perfused dermis, and carries the pulse
@@ -166,8 +172,10 @@ class FacePhoto:
 
 
 def colourise(gray: np.ndarray, skin: np.ndarray, tone_mask: np.ndarray, tone: int,
-              exposure: float = TONE_EXPOSURE, rest: np.ndarray | None = None) -> np.ndarray:
-    """Colourise grey skin to a Monk tone: out_c = exposure * swatch_c * L / L_median (skin).
+              exposure: float = TONE_EXPOSURE, rest: np.ndarray | None = None,
+              subject_scale: bool = True) -> np.ndarray:
+    """Colourise grey skin to a Monk tone: out_c = exposure * swatch_c * L / L_median (skin);
+    the rest is scaled by exposure * luma(swatch) / L_median (see module doc).
 
     Args:
         gray: float32 (H, W) grey levels 0-255 (the photo's luminance).
@@ -176,6 +184,8 @@ def colourise(gray: np.ndarray, skin: np.ndarray, tone_mask: np.ndarray, tone: i
         tone: Monk Skin Tone 1-10.
         exposure: sRGB-units gain on the swatch.
         rest: float32 (H, W, 3) BGR kept where the tone mask is 0 (default: the grey image).
+        subject_scale: scale ``rest`` by the skin's luma ratio (one light on the whole subject);
+            False = keep it as it is (the renderer before 2026-12, a dark face in a light halo).
 
     Returns:
         float32 (H, W, 3) BGR, clipped to 0-255.
@@ -189,7 +199,13 @@ def colourise(gray: np.ndarray, skin: np.ndarray, tone_mask: np.ndarray, tone: i
     ref = max(ref, 1.0)
     coloured = (gray / np.float32(ref))[:, :, None] * (np.float32(exposure) * swatch_bgr)
     t = tone_mask[:, :, None]
-    out = t * coloured + (1.0 - t) * (gray[:, :, None] if rest is None else rest)
+    other = gray[:, :, None] if rest is None else rest
+    if subject_scale:
+        # The rest of the subject (hair, neck, the photo's backdrop) keeps its lightness
+        # relative to the skin, as under one light: scaled by the same luma ratio, no tint.
+        luma = float(np.dot(swatch_bgr, (0.114, 0.587, 0.299)))
+        other = other * np.float32(exposure * luma / ref)
+    out = t * coloured + (1.0 - t) * other
     return np.clip(out, 0.0, 255.0).astype(np.float32)
 
 

@@ -92,7 +92,12 @@ class SimConfig:
             linear ramp over the session, half a slow random wobble (0.01-0.1 Hz).
         flicker_pct, flicker_hz: amplitude (%) and frequency (Hz) of a sinusoidal light
             flicker (e.g. mains flicker aliased by the frame rate); 0 = none.
-        noise_sigma: per-pixel Gaussian sensor noise, grey levels.
+        noise_sigma: per-pixel Gaussian sensor noise at unit sensor gain, grey levels (auto-
+            exposure's gain above 1 multiplies it).
+        auto_exposure: the camera meters the face (face-priority, see
+            :func:`~firmware_bridge.sim.face.auto_exposure_gain`) and sets a gain that moves it
+            part of the way to mid-grey, held for the session; False = the fixed exposure of
+            the tone swatches (the renderer before auto-exposure).
         jpeg_quality: JPEG quality 1-100 applied to every frame, None = uncompressed.
 
     Expression and appearance (see :mod:`firmware_bridge.sim.expression`):
@@ -153,6 +158,7 @@ class SimConfig:
     flicker_pct: float = 0.0
     flicker_hz: float = 0.0
     noise_sigma: float = 2.0
+    auto_exposure: bool = True
     jpeg_quality: int | None = None
     expression_valence: float | tuple[tuple[float, float], ...] = 0.0
     expression_arousal: float | tuple[tuple[float, float], ...] = 0.0
@@ -230,6 +236,8 @@ class SimConfig:
              f"face_center must be fractions (x, y) in 0-1, got {self.face_center}")
         lo, hi = self.motion_band_hz
         need(0 <= lo < hi <= self.fps / 2, "motion_band_hz must be (low, high) with 0 <= low < high <= fps/2")
+        need(isinstance(self.auto_exposure, (bool, np.bool_)), f"auto_exposure must be True or False, got "
+             f"{self.auto_exposure!r}")
         need(self.jpeg_quality is None or 1 <= self.jpeg_quality <= 100,
              f"jpeg_quality must be 1-100 or None, got {self.jpeg_quality}")
         need(self.skin_tone is None or (isinstance(self.skin_tone, (int, np.integer))
@@ -463,7 +471,13 @@ class SyntheticSession:
         c = self.config
         return FaceRenderer(c.frame_size, c.face_scale, c.face_center, c.pulse_amplitude,
                             c.noise_sigma, c.jpeg_quality, c.seed, appearance=c.face_appearance,
-                            photo=self._photo, skin_tone=self.skin_tone)
+                            photo=self._photo, skin_tone=self.skin_tone, auto_exposure=c.auto_exposure)
+
+    @property
+    def exposure_gain(self) -> float:
+        """The auto-exposure gain the camera holds for this session, code-value units (1.0 with
+        ``auto_exposure`` off); builds the renderer on first use."""
+        return self._renderer.exposure_gain
 
     def __len__(self) -> int:
         return self.n_frames

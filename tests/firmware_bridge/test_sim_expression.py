@@ -85,9 +85,10 @@ def _teeth(img: np.ndarray, x: float, y: float, half_w: int, half_h: int) -> int
 
 
 def test_smile_lifts_the_mouth_corners_and_frown_lowers_them():
-    neutral, s = _frame(**SMALL)
-    smile, _ = _frame(**SMALL, expression_valence=1.0)
-    frown, _ = _frame(**SMALL, expression_valence=-1.0)
+    # The photo's own exposure: the teeth count below uses absolute brightness thresholds.
+    neutral, s = _frame(**SMALL, auto_exposure=False)
+    smile, _ = _frame(**SMALL, expression_valence=1.0, auto_exposure=False)
+    frown, _ = _frame(**SMALL, expression_valence=-1.0, auto_exposure=False)
     renderer = s._renderer
     for corner in ("mouth_left", "mouth_right"):
         cx, cy = _to_frame(renderer, corner)
