@@ -25,6 +25,7 @@ Measured results and the commands that reproduce them: docs/RESULTS.md.
 from __future__ import annotations
 
 import copy
+from typing import Any
 import hashlib
 import inspect
 import json
@@ -591,6 +592,10 @@ def cross_validate(windows, cfg: TrainConfig, cache_dir: Path | None = None) -> 
                          cfg.encoder_config(), cfg.face_encoder)
     names = MODELS[cfg.model].input_names
     folds = []
+    # Out-of-fold probabilities (each window by the fold model that never saw its subject).
+    n_all = subjects.size
+    oof = {"valence": np.full((n_all, 2), np.nan), "arousal": np.full((n_all, 2), np.nan),
+           "held_out": np.zeros(n_all, bool)}
     for k, (train_idx, test_idx) in enumerate(tqdm(splits, desc=f"{cfg.model} folds", disable=not cfg.progress)):
         seed_everything(cfg.seed + 1000 * (k + 1))
         encoder, enc_hist = cache.get(windows, subjects[train_idx]) if uses_encoder else (None, None)
@@ -603,6 +608,9 @@ def cross_validate(windows, cfg: TrainConfig, cache_dir: Path | None = None) -> 
                    desc=f"fold {k + 1}/{len(splits)}", seed=cfg.seed + k)
         probs = predict(model, {n: v[test_idx] for n, v in inputs.items()}, device=device)
         tgt = _targets(windows, test_idx)
+        for task in TASKS:
+            oof[task][test_idx] = probs[task]
+        oof["held_out"][test_idx] = True
         metrics = classification_metrics(tgt, {t: probs[t].argmax(1) for t in TASKS})
         metrics.update(
             fold=k, test_subjects=sorted(int(s) for s in np.unique(subjects[test_idx])),
@@ -611,12 +619,48 @@ def cross_validate(windows, cfg: TrainConfig, cache_dir: Path | None = None) -> 
             best_epoch=hist["best_epoch"], epochs_run=hist["epochs_run"], seconds=hist["seconds"],
             encoder_loss=None if enc_hist is None or "loss_first" not in enc_hist
             else [enc_hist["loss_first"], enc_hist["loss_last"]],
-            encoder_subjects=None if enc_hist is None else list(enc_hist["subjects"]),
+            # A list of subject ids, or a sentence for an encoder pretrained elsewhere.
+            encoder_subjects=None if enc_hist is None else
+            (enc_hist["subjects"] if isinstance(enc_hist["subjects"], str) else list(enc_hist["subjects"])),
         )
         log.info("fold %d: %s", k, {m: round(metrics[m], 3) for m in metrics if m.endswith(("_acc", "_f1"))})
         folds.append(metrics)
+    if "present" in names:
+        oof["present"] = window_inputs(windows, ("present",), None)["present"]
     return {"folds": folds, "summary": summarise_folds(folds),
-            "best_epochs": [f["best_epoch"] for f in folds], "device": str(device), "_cache": cache}
+            "best_epochs": [f["best_epoch"] for f in folds], "device": str(device), "_cache": cache, "_oof": oof}
+
+
+def fit_physio_temperature(model: EmotionModel, oof: dict, windows) -> dict | None:
+    """Set ``model.temperature_physio`` (valence, arousal) from the cross-validation's held-out
+    windows that carry a physiological modality (export.mixed.fit_temperature on their
+    out-of-fold log-probabilities).
+
+    The final model is trained on every subject, so no subject is left to calibrate it on; the
+    folds' models, trained the same way on the other subjects, show how over-confident this
+    recipe is on people it never saw (cross-validated calibration, as in Platt 1999 and
+    scikit-learn's ``CalibratedClassifierCV(ensemble=False)``). Real photos calibrate the
+    face-only case (:func:`train_final`).
+
+    Returns:
+        {"valence": T, "arousal": T, "n": {...}, "data": ...}, or None for a model without a
+        physiology temperature or when no held-out window carries physiology.
+    """
+    if not hasattr(model, "temperature_physio") or "present" not in oof:
+        return None
+    rows = oof["held_out"] & (np.asarray(oof["present"])[:, 1:].max(axis=1) > 0)
+    if not rows.any():
+        return None
+    tg = _targets(windows, np.flatnonzero(rows))
+    out: dict[str, Any] = {"n": {}}
+    for k, task in enumerate(TASKS):
+        z = np.log(np.clip(oof[task][rows], 1e-7, 1.0))
+        out[task] = fit_temperature(z, tg[task])
+        out["n"][task] = int(rows.sum())
+        model.temperature_physio[k] = out[task]
+    out["data"] = f"{int(rows.sum())} held-out synthetic windows with physiology (subject cross-validation)"
+    log.info("physiology temperatures: valence %.3f, arousal %.3f", out["valence"], out["arousal"])
+    return out
 
 
 def train_final(windows, cfg: TrainConfig, epochs: int,
@@ -764,6 +808,7 @@ def train(windows, cfg: TrainConfig, out_dir, data_spec: str = "", cache_dir=Non
     cache_dir = Path(cache_dir) if cache_dir else out / "cache"
     cv = cross_validate(windows, cfg, cache_dir)
     cache = cv.pop("_cache")
+    oof = cv.pop("_oof")
     protocol = {
         "name": cfg.protocol, "folds": len(cv["folds"]), "val_fraction": cfg.val_fraction,
         "early_stopping": f"lowest validation loss on held-out training subjects, patience {cfg.patience}",
@@ -778,6 +823,11 @@ def train(windows, cfg: TrainConfig, out_dir, data_spec: str = "", cache_dir=Non
     if cfg.final:
         epochs = max(1, int(round(float(np.median(cv["best_epochs"])))))
         model, encoder, hist = train_final(windows, cfg, epochs, cache)
+        physio = fit_physio_temperature(model, oof, windows)
+        if physio is not None:
+            record = dict(getattr(model, "calibration_record", None) or {})
+            record["physiology"] = {"method": "temperature scaling on out-of-fold predictions", **physio}
+            model.calibration_record = record
         metrics = {"cross_validation": cv["summary"], "folds": cv["folds"]}
         ckpt = build_checkpoint(model, encoder, windows, cfg, data, metrics, protocol)
         torch.save(ckpt, out / "checkpoint.pt")

@@ -305,6 +305,20 @@ class PromptFusionMM(PromptFusion):
         self.valence_head = ClassHead(head_in, self.config["head_hidden"], self.config["dropout"])
         self.arousal_head = ClassHead(head_in, self.config["head_hidden"], self.config["dropout"])
         self.drops = (float(drop_face), float(drop_pulse), float(drop_contact))
+        # Softmax temperatures (valence, arousal) of windows where a physiological modality is
+        # present (pulse, contact rows or levels); :attr:`temperature` keeps the face-only ones.
+        # Real photos calibrate the face alone; the physiology's temperature is fitted on
+        # subjects the model never saw (export.train: the cross-validation's held-out windows).
+        self.register_buffer("temperature_physio", torch.ones(2))
+
+    def probabilities(self, **inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Calibrated probabilities: the logits divided by :attr:`temperature` when only the face
+        is present, by :attr:`temperature_physio` when any physiological flag is on."""
+        v, a = self(**inputs)
+        physio = (inputs["present"][:, 1:].amax(dim=1, keepdim=True) > 0).to(v.dtype)
+        t_v = self.temperature[0] + physio * (self.temperature_physio[0] - self.temperature[0])
+        t_a = self.temperature[1] + physio * (self.temperature_physio[1] - self.temperature[1])
+        return torch.softmax(v / t_v, dim=-1), torch.softmax(a / t_a, dim=-1)
 
     def _prompts(self, tfr, contact, contact_level, present):
         pulse = present[:, 1:2]

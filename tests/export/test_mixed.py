@@ -68,6 +68,7 @@ def test_temperature_is_recovered_and_travels_with_the_model():
     m = _model()
     m.temperature[0] = 2.0
     x = example_inputs(m, batch=3)
+    x[-1][:, 1:] = 0.0  # face only: the photos' temperature (physiology has its own, test_physio_temperature)
     with torch.no_grad():
         v, _ = m(*x)
         pv, _ = m.export_forward(*x)

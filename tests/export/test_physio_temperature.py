@@ -1,0 +1,81 @@
+"""Two temperatures for promptfusion_mm: the face alone (fitted on real photos) and any
+physiology present (fitted on the cross-validation's held-out synthetic subjects)."""
+from __future__ import annotations
+
+import types
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from export.models import build_model, encoder_preset, example_inputs, load_checkpoint  # noqa: E402
+from export.train import fit_physio_temperature  # noqa: E402
+
+
+def _model():
+    torch.manual_seed(0)
+    return build_model("promptfusion_mm", n_subjects=3, encoder=encoder_preset("tiny")).eval()
+
+
+def test_the_physiology_temperature_applies_only_when_physiology_is_present():
+    m = _model()
+    face, tfr, contact, level, present = example_inputs(m, batch=3)
+    present[:] = 1.0
+    present[0, 1:] = 0.0  # face only
+    present[2, 1] = 0.0  # face + contact rows and levels
+    x = dict(zip(m.input_names, (face, tfr, contact, level, present)))
+    m.temperature[:] = torch.tensor([1.5, 2.0])
+    m.temperature_physio[:] = torch.tensor([4.0, 6.0])
+    with torch.no_grad():
+        v, a = m(**x)
+        pv, pa = m.probabilities(**x)
+    torch.testing.assert_close(pv[0], torch.softmax(v[0] / 1.5, -1))
+    torch.testing.assert_close(pa[0], torch.softmax(a[0] / 2.0, -1))
+    for i in (1, 2):
+        torch.testing.assert_close(pv[i], torch.softmax(v[i] / 4.0, -1))
+        torch.testing.assert_close(pa[i], torch.softmax(a[i] / 6.0, -1))
+
+
+def _windows(valence, arousal):
+    return types.SimpleNamespace(valence_high=np.asarray(valence), arousal_high=np.asarray(arousal),
+                                 subject=np.zeros(len(valence), np.int64))
+
+
+def test_overconfident_held_out_predictions_get_a_temperature_above_one():
+    """A recipe that says 0.99 and is right 70 % of the time must be softened; face-only windows
+    and windows no fold held out do not take part."""
+    rng = np.random.default_rng(0)
+    n = 400
+    truth = rng.integers(0, 2, n)
+    right = rng.random(n) < 0.7
+    guess = np.where(right, truth, 1 - truth)
+    p = np.where(guess[:, None] == np.arange(2)[None], 0.99, 0.01)
+    present = np.ones((n, 6), np.float32)
+    present[:50, 1:] = 0.0  # face only: left out
+    held = np.ones(n, bool)
+    held[50:60] = False
+    oof = {"valence": p, "arousal": p, "held_out": held, "present": present}
+    m = _model()
+    out = fit_physio_temperature(m, oof, _windows(truth, truth))
+    assert out is not None and out["n"]["valence"] == n - 60
+    # The NLL-optimal temperature for 0.99-confident, 70 %-right predictions: the logit gap
+    # log(99) divided by T equals log(0.7 / 0.3).
+    expected = np.log(99.0) / np.log(0.7 / 0.3)
+    assert out["valence"] == pytest.approx(expected, rel=0.05)
+    assert float(m.temperature_physio[0]) == pytest.approx(out["valence"])
+    # Without physiology in any held-out window there is nothing to fit.
+    oof["present"] = np.zeros_like(present)
+    assert fit_physio_temperature(_model(), oof, _windows(truth, truth)) is None
+
+
+def test_a_checkpoint_from_before_the_physiology_temperature_keeps_the_face_one(tmp_path):
+    m = _model()
+    m.temperature[:] = torch.tensor([1.6, 2.1])
+    state = {k: v for k, v in m.state_dict().items() if k != "temperature_physio"}
+    from export.models import CHECKPOINT_FORMAT
+
+    torch.save({"format": CHECKPOINT_FORMAT, "model": "promptfusion_mm", "config": m.config, "state_dict": state},
+               tmp_path / "old.pt")
+    loaded, _ = load_checkpoint(tmp_path / "old.pt")
+    torch.testing.assert_close(loaded.temperature_physio, torch.tensor([1.6, 2.1]))
