@@ -688,8 +688,11 @@ def train_final(windows, cfg: TrainConfig, epochs: int,
     if not cfg.stills:
         hist = fit(model, inputs, targets, cfg, device, epochs=epochs, desc="final model", seed=cfg.seed)
         return model.cpu().eval(), encoder, hist
-    # Real photos join as face-only samples; each epoch draws as many of them (balanced by
-    # identity and class) as there are synthetic windows, so neither source drowns the other.
+    # Real photos join as face-only samples: each epoch draws every synthetic window about once
+    # (as the cross-validation's epochs do, so the folds' best epoch count and their held-out
+    # calibration carry over) plus ``stills_per_epoch`` photos balanced by identity and class.
+    # (Drawing the two sources half and half showed each synthetic window ~16 times an epoch:
+    # the model memorised their pulse images.)
     stills_cache = None if cache is None or cache.dir is None else cache.dir / f"stills_{cfg.encoder}.npz"
     stills = still_training_set(cfg.stills, windows.preprocessing, cache=stills_cache)
     fit_part, val_part = stills.subset(stills.part == "fit"), stills.subset(stills.part == "val")
@@ -701,9 +704,7 @@ def train_final(windows, cfg: TrainConfig, epochs: int,
         "arousal": np.concatenate([targets["arousal"], fit_part.arousal]),
         "subject": np.concatenate([targets["subject"], np.full(n_s, -1, np.int64)]),
     }
-    w_still = still_sampling_weights(fit_part)
-    weights = np.concatenate([np.full(n_w, 1.0 / n_w), w_still / w_still.sum()])
-    epoch_size = max(n_w, 1) + min(int(cfg.stills_per_epoch), 8 * n_s)
+    weights, epoch_size = mixed_epoch(n_w, still_sampling_weights(fit_part), cfg.stills_per_epoch)
     hist = fit(model, mixed, mixed_targets, cfg, device, epochs=epochs, desc="final model (+stills)", seed=cfg.seed,
                sample_weights=weights, epoch_size=epoch_size)
     hist["stills"] = {"fit": n_s, "val": len(val_part), "per_epoch": epoch_size - n_w}
@@ -714,6 +715,26 @@ def train_final(windows, cfg: TrainConfig, epochs: int,
                                 "data": f"{len(val_part)} photos of held-out training identities of {cfg.stills}",
                                 **hist["temperature"]}
     return model.cpu().eval(), encoder, hist
+
+
+def mixed_epoch(n_windows: int, still_weights: np.ndarray, stills_per_epoch: int) -> tuple[np.ndarray, int]:
+    """Sampling weights and epoch size of a final model trained on synthetic windows and photos.
+
+    Args:
+        n_windows: synthetic windows (first in the mixed arrays).
+        still_weights: float (n_stills,) relative weights of the photos (after the windows).
+        stills_per_epoch: photos drawn per epoch (at most 8 x their number).
+
+    Returns:
+        (weights (n_windows + n_stills,) summing to 1, epoch size): each epoch then draws every
+        synthetic window once on average and ``stills_per_epoch`` photos in proportion to
+        ``still_weights``.
+    """
+    w = np.asarray(still_weights, np.float64)
+    epoch_size = max(n_windows, 1) + min(int(stills_per_epoch), 8 * w.size)
+    share = n_windows / epoch_size
+    stills = (1.0 - share) * w / w.sum() if w.size else w
+    return np.concatenate([np.full(n_windows, share / max(n_windows, 1)), stills]), epoch_size
 
 
 def still_sampling_weights(stills) -> np.ndarray:

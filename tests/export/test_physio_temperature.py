@@ -79,3 +79,17 @@ def test_a_checkpoint_from_before_the_physiology_temperature_keeps_the_face_one(
                tmp_path / "old.pt")
     loaded, _ = load_checkpoint(tmp_path / "old.pt")
     torch.testing.assert_close(loaded.temperature_physio, torch.tensor([1.6, 2.1]))
+
+
+def test_a_final_epoch_shows_each_synthetic_window_about_once():
+    """The mixed final model: every synthetic window drawn ~once an epoch (as in the folds, whose
+    best epoch count the final model takes), the photos by their weights."""
+    from export.train import mixed_epoch
+
+    w_still = np.random.default_rng(0).random(5000)
+    weights, size = mixed_epoch(384, w_still, 6144)
+    assert size == 384 + 6144 and weights.sum() == pytest.approx(1.0)
+    assert weights[:384] * size == pytest.approx(np.ones(384))
+    np.testing.assert_allclose(weights[384:] * size, 6144 * w_still / w_still.sum())
+    _, size = mixed_epoch(384, w_still[:10], 6144)
+    assert size == 384 + 80
