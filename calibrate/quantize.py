@@ -89,11 +89,21 @@ DEFAULT_MIN_MACS = 100_000
 # A MatMul / Gemm whose weight has a side below this (a bottleneck adapter's 192 -> 16 -> 192)
 # gains nothing in INT8 here: the activation's QuantizeLinear costs what the GEMM saves.
 DEFAULT_MIN_SIDE = 32
-DEFAULT_NODE_TOLERANCE = 0.02
+# Largest probability drift one candidate may cause alone on the sweep windows. 0.02 kept every
+# convolution of the default bundle's conv stem in float (0.026-0.035 each, at expected
+# disagreements of 0.2 %, a fifth of what the gate allows); quantized together with the rest at
+# 0.05 the gate windows agree 99.57 % (docs/QUANTIZATION.md). The expected-disagreement budget
+# and the combination step still bound what the drift does to decisions.
+DEFAULT_NODE_TOLERANCE = 0.05
 # Share of the disagreement the gate allows (1 - min_agreement) that the sweep may spend: the
 # gate is measured on other people, so the sweep keeps half in reserve.
 DISAGREEMENT_SHARE = 0.5
 SUSPECT_OP_TYPES = ("LayerNormalization", "Softmax")
+# Activations ONNX Runtime's QDQ quantizer folds into the quantized operator before them (their
+# output's range becomes that operator's output range), so a Conv -> Relu -> Conv chain runs as
+# QLinearConv -> QLinearConv with no float tensor, and the range starts at 0, not at the Conv's
+# negative minimum (finer steps for what the next layer reads).
+FUSED_ACTIVATIONS = ("Relu", "Clip")
 _HEAD_RE = re.compile(r"head", re.IGNORECASE)
 
 
@@ -222,8 +232,11 @@ class NodeInfo:
         macs: multiply-accumulates per window (batch 1), or None when shapes are unknown.
         head: the node belongs to a classification head (its name says ``head``).
         spatial_dims: kernel rank of a Conv (1, 2, 3), else 0.
-        min_side: the smaller of a weighted MatMul / Gemm's weight dimensions (its reduction
-            or its output width), None otherwise or when unknown.
+        min_side: the smaller side of the GEMM the operator is: for a weighted MatMul / Gemm
+            the smaller of its weight's dimensions (reduction or output width); for a Conv the
+            smaller of its output channels and its reduction length (input channels per group
+            times the kernel's size; im2col, Chellapilla et al. 2006). None otherwise or when
+            unknown.
     """
 
     name: str
@@ -289,6 +302,9 @@ def analyse_graph(model) -> list[NodeInfo]:
         side = None
         if weighted and node.op_type in ("MatMul", "Gemm") and b and len(b) >= 2 and None not in b[-2:]:
             side = min(int(b[-2]), int(b[-1]))
+        elif weighted and node.op_type == "Conv" and b and len(b) >= 3 and None not in b:
+            # weight (C_out, C_in / group, k...): the GEMM's output width and reduction length
+            side = min(int(b[0]), _prod(b[1:]))
         out.append(NodeInfo(node.name, node.op_type, bool(weighted), macs, bool(_HEAD_RE.search(node.name)),
                             spatial, side))
     return out
@@ -308,6 +324,36 @@ def name_nodes(model) -> int:
             used.add(name)
             count += 1
     return count
+
+
+def fused_activations(model) -> dict:
+    """The activation each Conv's output goes through alone: Conv name -> Relu / Clip name.
+
+    Quantizing such an activation with its Conv lets ONNX Runtime's QDQ quantizer remove it and
+    quantize the Conv's output over the activation's range (QDQRemovableActivation), so chains
+    of convolutions become chains of ``QLinearConv`` instead of DequantizeLinear -> Relu ->
+    QuantizeLinear between each pair.
+
+    Args:
+        model: an ``onnx.ModelProto`` with named nodes (:func:`name_nodes`).
+
+    Returns:
+        Conv name -> activation name, for Convs whose only reader is one of
+        ``FUSED_ACTIVATIONS`` and whose output is not a graph output.
+    """
+    readers: dict = {}
+    for node in model.graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+    outputs = {o.name for o in model.graph.output}
+    fused = {}
+    for node in model.graph.node:
+        if node.op_type != "Conv" or node.output[0] in outputs:
+            continue
+        after = readers.get(node.output[0], [])
+        if len(after) == 1 and after[0].op_type in FUSED_ACTIVATIONS:
+            fused[node.name] = after[0].name
+    return fused
 
 
 def fold_weight_aliases(model) -> int:
@@ -438,7 +484,8 @@ class OrtQuantizer:
     The first call calibrates (every tensor that any of ``op_types`` plus the suspect groups
     touches) and stores the ranges in a cache file; later calls reuse them, so each sweep probe
     costs a graph rewrite, not a calibration. (ONNX Runtime without ``calibration_cache_path``
-    calibrates on every call: slower, same result.)
+    calibrates on every call: slower, same result.) A quantized Conv takes the activation that
+    follows it along (:func:`fused_activations`).
 
     Args:
         prepared: the pre-processed FP32 graph (:func:`prepare_model`).
@@ -455,6 +502,10 @@ class OrtQuantizer:
         self.calib = calib
         self.config = config
         self.op_types = list(dict.fromkeys(op_types))
+        onnx = require("onnx", "core", "quantizing a graph")
+        self.fused = fused_activations(onnx.load(str(self.prepared))) if "Conv" in self.op_types else {}
+        if self.fused:
+            self.op_types += [t for t in FUSED_ACTIVATIONS if t not in self.op_types]
         self.cache = Path(workdir) / "ranges.json"
         self._cache_supported = "calibration_cache_path" in inspect.signature(self.q.quantize_static).parameters
         self.calibration_s = None
@@ -495,7 +546,8 @@ class OrtQuantizer:
         return extra
 
     def quantize(self, nodes, out_path) -> Path:
-        """Write a Q/DQ graph with exactly ``nodes`` quantized.
+        """Write a Q/DQ graph with exactly ``nodes`` quantized (and the activations fused
+        into those of them that are Convs).
 
         Raises:
             ConfigError: ``nodes`` is empty (ONNX Runtime would read that as "all nodes").
@@ -504,6 +556,7 @@ class OrtQuantizer:
         nodes = list(nodes)
         if not nodes:
             raise ConfigError("no node to quantize")
+        nodes += [self.fused[n] for n in nodes if n in self.fused]
         cfg = self.config
         act, _ = TARGETS[cfg.target]
         kwargs = dict(
@@ -583,8 +636,11 @@ def pays(info: NodeInfo, config: QuantConfig) -> bool:
     A weight-bearing MatMul / Gemm / Conv with at least ``config.min_macs`` multiply-accumulates
     per window (unknown counts pass), except 3-D convolutions: ONNX Runtime's INT8 Conv3d was
     measured slower than its FP32 one here (docs/QUANTIZATION.md), and the quantized input of a
-    video tubelet embedding is the largest activation of the model; and except MatMul / Gemm
-    whose weight has a side below ``config.min_side`` (bottleneck adapters: measured no faster).
+    video tubelet embedding is the largest activation of the model; and except operators whose
+    GEMM has a side below ``config.min_side`` (:attr:`NodeInfo.min_side`): bottleneck adapters
+    (192 -> 16 -> 192, measured no faster) and convolutions over a few input channels, such as
+    an image stem's first 3x3 over RGB (reduction 27): ONNX Runtime's QLinearConv ran it at 2.4x
+    the time of its FP32 NCHWc kernel here (215 vs 90 us a window, docs/PERFORMANCE.md).
     """
     if not info.weighted or info.op_type not in config.op_types:
         return False

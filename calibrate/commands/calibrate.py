@@ -68,12 +68,13 @@ def register(subparsers) -> None:
     p.add_argument("--min-macs", type=int, default=None,
                    help="skip operators with fewer multiply-accumulates per window (default 100000)")
     p.add_argument("--min-side", type=int, default=None,
-                   help="skip MatMul / Gemm whose weight has a side below this (default 32: bottleneck "
-                        "adapters gain nothing in INT8)")
+                   help="skip MatMul / Gemm whose weight has a side below this, and Conv whose output "
+                        "channels or reduction (input channels x kernel size) are below it (default 32: "
+                        "bottleneck adapters and convolutions over RGB gain nothing in INT8)")
     p.add_argument("--keep-float", nargs="+", default=[], metavar="NODE",
                    help="node names to keep in float whatever the sweep says")
     p.add_argument("--node-tolerance", type=float, default=None,
-                   help="largest probability drift one node may cause alone (default 0.02)")
+                   help=f"largest probability drift one node may cause alone (default {DEFAULT_NODE_TOLERANCE})")
     p.add_argument("--no-sweep", action="store_true",
                    help="quantize every candidate without the sensitivity sweep")
     p.add_argument("--quantizer", choices=("ort", "modelopt"), default="ort",

@@ -206,7 +206,7 @@ def test_histogram_methods_with_uneven_window_counts(tiny, method):
     # 50 windows do not split into batches of 16: histogram calibration needs equal batches.
     bundle, _, hold = tiny
     keep = ("/level/Gemm", "/valence_head/Gemm", "/arousal_head/Gemm")  # what the sweep keeps (see above)
-    res = quantize_bundle(bundle, _windows(50, 4), hold, QuantConfig(method=method, min_macs=0, sweep=False,
+    res = quantize_bundle(bundle, _windows(50, 4), hold, QuantConfig(method=method, min_macs=0, min_side=0, sweep=False,
                                                                      keep_float=keep), install=False)
     assert res.passed and res.record["settings"]["method"] == method
 
@@ -271,9 +271,88 @@ def test_cost_rule_skips_small_and_3d_operators(tmp_path):
     infos = {i.name: i for i in analyse_graph(onnx.load(str(prepare_model(tmp_path / "c.onnx", tmp_path / "p.onnx"))))}
     assert infos["tubelets"].spatial_dims == 3 and infos["tubelets"].macs == 4 * 8 * 8 * 8 * 3 * 2 * 4 * 4
     assert infos["conv2d"].macs == 64 * 64 * 8 * 27
-    cfg = QuantConfig(min_macs=100_000)
+    cfg = QuantConfig(min_macs=100_000, min_side=0)
     assert not pays(infos["tubelets"], cfg) and pays(infos["conv2d"], cfg)
-    assert not pays(infos["conv2d"], QuantConfig(min_macs=10 ** 6))
+    assert not pays(infos["conv2d"], QuantConfig(min_macs=10 ** 6, min_side=0))
+
+
+def test_cost_rule_skips_convs_over_few_input_channels(tmp_path):
+    # An image stem: 3x3 over RGB (reduction 3 * 9 = 27) then 3x3 from 32 to 64 channels
+    # (reduction 288), and a depthwise 3x3 (reduction 9 per group).
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.normal(size=s).astype(np.float32), n)
+             for n, s in (("w_rgb", (32, 3, 3, 3)), ("w_mid", (64, 32, 3, 3)), ("w_dw", (64, 1, 3, 3)))]
+    g = helper.make_graph(
+        [helper.make_node("Conv", ["img", "w_rgb"], ["a"], pads=[1, 1, 1, 1], strides=[2, 2], name="rgb"),
+         helper.make_node("Conv", ["a", "w_mid"], ["b"], pads=[1, 1, 1, 1], strides=[2, 2], name="mid"),
+         helper.make_node("Conv", ["b", "w_dw"], ["y"], pads=[1, 1, 1, 1], group=64, name="dw")],
+        "g", [helper.make_tensor_value_info("img", TensorProto.FLOAT, ["batch", 3, 64, 64])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    onnx.save(m, tmp_path / "s.onnx")
+    infos = {i.name: i for i in analyse_graph(onnx.load(str(prepare_model(tmp_path / "s.onnx", tmp_path / "p.onnx"))))}
+    assert [infos[n].min_side for n in ("rgb", "mid", "dw")] == [27, 64, 9]
+    assert [infos[n].macs for n in ("rgb", "mid", "dw")] == [32 * 32 * 32 * 27, 16 * 16 * 64 * 288, 16 * 16 * 64 * 9]
+    cfg = QuantConfig(min_macs=100_000)  # all three pass min_macs; the side rule leaves the middle one
+    assert [pays(infos[n], cfg) for n in ("rgb", "mid", "dw")] == [False, True, False]
+    assert all(pays(infos[n], QuantConfig(min_macs=100_000, min_side=0)) for n in ("rgb", "mid", "dw"))
+
+
+def _conv_chain(path):
+    """x (B, 16, 16, 16) -> conv a -> Relu -> conv b -> Relu -> conv c -> (y, and a second
+    reader of c's output, so c's activation cannot be folded)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(1)
+    inits = [numpy_helper.from_array((0.2 * rng.normal(size=s)).astype(np.float32), n)
+             for n, s in (("wa", (32, 16, 3, 3)), ("wb", (32, 32, 3, 3)), ("wc", (32, 32, 3, 3)))]
+    g = helper.make_graph(
+        [helper.make_node("Conv", ["x", "wa"], ["a"], pads=[1, 1, 1, 1], name="a"),
+         helper.make_node("Relu", ["a"], ["ra"], name="relu_a"),
+         helper.make_node("Conv", ["ra", "wb"], ["b"], pads=[1, 1, 1, 1], name="b"),
+         helper.make_node("Relu", ["b"], ["rb"], name="relu_b"),
+         helper.make_node("Conv", ["rb", "wc"], ["c"], pads=[1, 1, 1, 1], name="c"),
+         helper.make_node("Relu", ["c"], ["y"], name="relu_c"),
+         helper.make_node("Neg", ["c"], ["z"], name="neg_c")],
+        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 16, 16, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None),
+         helper.make_tensor_value_info("z", TensorProto.FLOAT, None)], inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    onnx.save(m, path)
+    return path
+
+
+def test_quantized_convs_take_their_relu_along(tmp_path):
+    import onnxruntime as ort
+
+    from calibrate.quantize import finalize_graph, fused_activations
+
+    prepared = prepare_model(_conv_chain(tmp_path / "chain.onnx"), tmp_path / "p.onnx")
+    assert fused_activations(onnx.load(str(prepared))) == {"a": "relu_a", "b": "relu_b"}
+    rng = np.random.default_rng(2)
+    n = 16
+    calib = CalibrationSet(inputs={"x": rng.normal(size=(n, 16, 16, 16)).astype(np.float32)},
+                           valence=np.full(n, 5.0, np.float32), arousal=np.full(n, 5.0, np.float32),
+                           valence_high=np.zeros(n, np.int64), arousal_high=np.zeros(n, np.int64),
+                           subject=np.arange(n), trial=np.arange(n))
+    q = OrtQuantizer(prepared, calib, QuantConfig(**ALL).validate(), tmp_path, ["Conv"])
+    out = finalize_graph(q.quantize(["a", "b"], tmp_path / "q.onnx"))
+    ops = [node.op_type for node in onnx.load(str(out)).graph.node]
+    # relu_a and relu_b were folded into their convs' output ranges; relu_c (c is float) stays
+    assert ops.count("Relu") == 1
+    so = ort.SessionOptions()
+    so.optimized_model_filepath = str(tmp_path / "opt.onnx")
+    x = {"x": calib.inputs["x"][:2]}
+    got = ort.InferenceSession(str(out), so, providers=["CPUExecutionProvider"]).run(None, x)
+    fused = [node.op_type for node in onnx.load(str(tmp_path / "opt.onnx")).graph.node]
+    # a and b run as integer convolutions, back to back: no DequantizeLinear between them
+    assert fused.count("QLinearConv") == 2 and fused.count("DequantizeLinear") == 1, fused
+    ref = ort.InferenceSession(str(prepared), providers=["CPUExecutionProvider"]).run(None, x)
+    assert np.abs(got[0] - ref[0]).max() < 0.05 * np.abs(ref[0]).max()
 
 
 def test_window_reader_batches_and_ranges():
@@ -349,9 +428,12 @@ def test_trained_bundle_calibrates_with_the_cli(trained, capsys):
     q = json.loads((bundle.root / "manifest.json").read_text())["quantization"]
     assert b.manifest.files[INT8_FILE].role == INT8_ROLE
     assert q["gate"]["min_agreement"] >= 0.99 and q["settings"]["min_macs"] == 100_000
-    # the three convolutions (0.14-0.55 M MACs per window) pay; the small heads do not
-    assert sum("Conv" in n for n in q["quantized_nodes"]) == 3
-    assert q["kept_float"]["cost"] and all("Gemm" in n for n in q["kept_float"]["cost"])
+    # two convolutions pay; the TFR CNN's first (one channel x 3 x 3 = a reduction of 9, too
+    # short for an INT8 GEMM) and the small heads do not
+    assert sum("Conv" in n for n in q["quantized_nodes"]) == 2
+    cost = q["kept_float"]["cost"]
+    assert [n for n in cost if "Conv" in n] == ["/owner/cnn/conv/conv.0/Conv"]
+    assert all("Gemm" in n for n in cost if "Conv" not in n)
     assert q["gate"]["labelled"] is True and "valence" in q["gate"]["heads"]
 
 
