@@ -303,7 +303,8 @@ def test_cost_rule_skips_convs_over_few_input_channels(tmp_path):
 
 def _conv_chain(path):
     """x (B, 16, 16, 16) -> conv a -> Relu -> conv b -> Relu -> conv c -> (y, and a second
-    reader of c's output, so c's activation cannot be folded)."""
+    reader of c's output, so c's activation cannot be folded); s is the shape of b's Relu
+    output (as the exporter's dynamic reshapes read it)."""
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(1)
@@ -316,10 +317,12 @@ def _conv_chain(path):
          helper.make_node("Relu", ["b"], ["rb"], name="relu_b"),
          helper.make_node("Conv", ["rb", "wc"], ["c"], pads=[1, 1, 1, 1], name="c"),
          helper.make_node("Relu", ["c"], ["y"], name="relu_c"),
-         helper.make_node("Neg", ["c"], ["z"], name="neg_c")],
+         helper.make_node("Neg", ["c"], ["z"], name="neg_c"),
+         helper.make_node("Shape", ["rb"], ["s"], name="shape_b")],
         "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 16, 16, 16])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, None),
-         helper.make_tensor_value_info("z", TensorProto.FLOAT, None)], inits)
+         helper.make_tensor_value_info("z", TensorProto.FLOAT, None),
+         helper.make_tensor_value_info("s", TensorProto.INT64, None)], inits)
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
     m.ir_version = 8
     onnx.save(m, path)
@@ -341,9 +344,13 @@ def test_quantized_convs_take_their_relu_along(tmp_path):
                            subject=np.arange(n), trial=np.arange(n))
     q = OrtQuantizer(prepared, calib, QuantConfig(**ALL).validate(), tmp_path, ["Conv"])
     out = finalize_graph(q.quantize(["a", "b"], tmp_path / "q.onnx"))
-    ops = [node.op_type for node in onnx.load(str(out)).graph.node]
+    graph = onnx.load(str(out)).graph
+    ops = [node.op_type for node in graph.node]
     # relu_a and relu_b were folded into their convs' output ranges; relu_c (c is float) stays
     assert ops.count("Relu") == 1
+    # the shape of b's output is taken from its quantized tensor: no DequantizeLinear feeds Shape
+    dq_out = {node.output[0] for node in graph.node if node.op_type == "DequantizeLinear"}
+    assert all(node.input[0] not in dq_out for node in graph.node if node.op_type == "Shape")
     so = ort.SessionOptions()
     so.optimized_model_filepath = str(tmp_path / "opt.onnx")
     x = {"x": calib.inputs["x"][:2]}
@@ -353,6 +360,7 @@ def test_quantized_convs_take_their_relu_along(tmp_path):
     assert fused.count("QLinearConv") == 2 and fused.count("DequantizeLinear") == 1, fused
     ref = ort.InferenceSession(str(prepared), providers=["CPUExecutionProvider"]).run(None, x)
     assert np.abs(got[0] - ref[0]).max() < 0.05 * np.abs(ref[0]).max()
+    assert got[2].tolist() == ref[2].tolist() == [2, 32, 16, 16]
 
 
 def test_window_reader_batches_and_ranges():
