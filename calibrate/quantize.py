@@ -38,8 +38,10 @@ quantization by per-layer sensitivity):
 Targets: ``cpu`` (unsigned 8-bit activations with a zero point, ONNX Runtime's fastest x86/ARM
 path: its QDQ fusions turn each DQ -> MatMul into one ``MatMulIntegerToFloat`` kernel) and
 ``tensorrt`` (signed symmetric 8-bit activations: TensorRT accepts only zero-point-0 INT8 Q/DQ).
-Outputs of MatMul / Gemm / Conv are not re-quantized, so each quantized operator reads INT8 and
-writes float, which keeps the float parts of the graph float.
+Outputs of MatMul / Gemm are not re-quantized, so each reads INT8 and writes float, which keeps
+the float parts of the graph float. A Conv's output is (QLinearConv is ONNX Runtime's only INT8
+convolution), over the range of the Relu / Clip that follows it, which is folded in, so a conv
+stem runs as back-to-back QLinearConv; Shape nodes read quantized tensors directly.
 
 :func:`quantize_bundle` runs everything and, when the gate passes, installs
 ``model.int8.onnx`` into the bundle (role ``model_int8``) and records the settings, the sweep,
