@@ -194,18 +194,21 @@ def _rppg_hr(session):
     from edge.signals import rppg as rppg_mod
     from edge.signals.hr import heart_rate
     from edge.signals.roi import face_rgb
+    from edge.spec import DEFAULT
 
     extract = rppg_mod.rppg_extract
-    rgb = np.array([face_rgb(f, session.face_box(i)) for i, f in enumerate(session.frames())])
+    # The runtime's skin rule (the default preprocessing's, "adaptive" since 2026-12): the
+    # fixed Chai & Ngan box rejects tone 1 once auto-exposure darkens it (Cr < 133).
+    rule = DEFAULT.rppg.skin
+    rgb = np.array([face_rgb(f, session.face_box(i), skin=rule) for i, f in enumerate(session.frames())])
     fs = session.config.fps
     return heart_rate(rppg_mod.rppg_clean(extract(rgb, fs, method="pos"), fs), fs)
 
 
-# Monk 10's swatch (41, 36, 32) sits at Cr 130-131 in YCrCb, under the Cr >= 133 floor of the
-# ROI's Chai & Ngan skin rule: the ROI keeps ~1 % of the face (highlights only) and the pulse is
-# lost. That is a defect of the fixed skin rule on dark skin (issue 10), not of the rendering.
-_TONES = [pytest.param(k, marks=pytest.mark.xfail(strict=True, reason="edge skin rule rejects Monk 10 skin"))
-          if k == 10 else k for k in range(1, 11)]
+# Monk 10 failed here while the camera had a fixed exposure and the ROI the fixed Chai & Ngan box
+# (its swatch sits at Cr 130-131, under the box's floor of 133); with auto-exposure and the
+# runtime's adaptive rule it passes, so it is an ordinary case now.
+_TONES = list(range(1, 11))
 
 
 @pytest.mark.slow
