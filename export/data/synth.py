@@ -34,7 +34,7 @@ from edge.spec import DEFAULT, Preprocessing
 from export.data.preprocess import EmotionWindows, Window, windows_from_session
 from firmware_bridge.errors import BadInputError, ConfigError
 from firmware_bridge.sim import FaceAppearance, SimConfig, synth_session
-from firmware_bridge.sim.faces import face_library
+from firmware_bridge.sim.faces import MONK_SKIN_TONES, face_library
 from firmware_bridge.sim.physio import smooth_random
 
 __all__ = ["GENERATOR_VERSION", "SYNTH_PRESETS", "SynthConfig", "SynthTrial", "build_synth_dataset", "synth_trials",
@@ -44,12 +44,13 @@ log = logging.getLogger(__name__)
 
 #: Bumped whenever the generator changes what it produces: part of the cache key.
 #: 3: subjects never take a real-face test identity.
-GENERATOR_VERSION = "emofuse-synth/3"
+#: 4: the renderer's camera auto-exposure; 48 subjects in the default preset.
+GENERATOR_VERSION = "emofuse-synth/4"
 
 #: Named sizes: ``default`` is the contract's dataset; ``tiny`` is for tests (one trial per
 #: valence x arousal quadrant, four subjects); ``small`` for quick experiments.
 SYNTH_PRESETS: dict[str, dict[str, int]] = {
-    "default": {"n_subjects": 24, "trials_per_subject": 8},
+    "default": {"n_subjects": 48, "trials_per_subject": 8},
     "small": {"n_subjects": 8, "trials_per_subject": 8},
     "tiny": {"n_subjects": 4, "trials_per_subject": 4},
 }
@@ -194,6 +195,11 @@ def _identity_and_tone(cfg: SynthConfig, subject: int) -> tuple[int | None, int]
     return int(pool[int(rng.permutation(len(pool))[subject % len(pool)])]), tone
 
 
+#: Least red / blue ratio of a subject's skin after its per-channel shift (Monk 1's swatch
+#: has 1.08; Monk 3-10 are 1.19-1.86).
+MIN_SKIN_RED_BLUE = 1.06
+
+
 def _subject_params(cfg: SynthConfig, subject: int) -> dict:
     """A subject's fixed traits: identity, skin tone, appearance, physiology baselines,
     reactivity, expressivity."""
@@ -203,7 +209,14 @@ def _subject_params(cfg: SynthConfig, subject: int) -> dict:
     # shift on top makes two subjects of one tone differ. (Drawn as before, so the other
     # traits keep their values.)
     rng.uniform(0.88, 1.1)
-    skin = tuple(float(np.clip(g, 0.9, 1.1)) for g in (1.0 + rng.normal(0, 0.03, 3)))
+    skin = [float(np.clip(g, 0.9, 1.1)) for g in (1.0 + rng.normal(0, 0.03, 3))]
+    # The shift keeps the face a skin colour: red above blue by at least MIN_SKIN_RED_BLUE. The
+    # lightest swatches are nearly neutral (Monk 1: R / B = 1.08), and a bluish shift turned a
+    # face grey (Cr = Cb), a colour no camera shows skin in (skin's redness is blood's).
+    r, _, b = MONK_SKIN_TONES[tone]
+    if skin[0] * r < MIN_SKIN_RED_BLUE * skin[2] * b:
+        skin[2] = skin[0] * r / (MIN_SKIN_RED_BLUE * b)
+    skin = tuple(skin)
     appearance = FaceAppearance(
         skin_tone_rgb=skin,
         wall_tone_rgb=tuple(float(v) for v in rng.uniform(0.7, 1.3, 3)),
@@ -391,7 +404,7 @@ def build_synth_dataset(
     """Build (or load from the cache) the synthetic emotion dataset.
 
     Args:
-        n_subjects: number of subjects (default: the preset's, 24 for ``"default"``).
+        n_subjects: number of subjects (default: the preset's, 48 for ``"default"``).
         trials_per_subject: trials per subject (default: the preset's, 8 for ``"default"``).
         seed: seeds subjects, labels, trials and rendering; same arguments = same bytes.
         workers: processes rendering trials in parallel (1 = in this process). The result
@@ -470,13 +483,21 @@ def build_synth_dataset(
     log.info("synthetic dataset: %d trials rendered in %.1f s with %d worker(s)", len(items), elapsed, workers)
 
     subjects = sorted({t.subject for t in trials})
+    coverage = _coverage(windows, trials)
+    if coverage["face"] < MIN_FACE_COVERAGE:
+        # The device's own tracker and pulse rules cut these windows: a face it cannot find, or
+        # a pulse window it cannot form, trains the model on absent inputs instead.
+        log.warning("synthetic dataset: only %.0f %% of windows have a face and %.0f %% a pulse image; subjects "
+                    "without a face in any window: %s", 100 * coverage["face"], 100 * coverage["pulse"],
+                    coverage["subjects_without_face"] or "none")
     meta = {
         "source": "synthetic",
         "generator": GENERATOR_VERSION,
         "config": asdict(config),
         "preprocessing": preprocessing.to_dict(),
         "seeds": {"seed": config.seed},
-        "face_boxes": "generator truth (the device uses the Haar detector)",
+        "face_boxes": f"the record's face.box method ({preprocessing.face.box}), as the device finds them",
+        "coverage": coverage,
         "subjects": [_subject_summary(config, s) for s in subjects],
         "truth": [dict(t.truth, subject=t.subject, trial=t.trial) for t in trials],
         "build_s": round(elapsed, 2),
@@ -488,6 +509,25 @@ def build_synth_dataset(
     if cache_path is not None:
         data.save(cache_path)
     return data
+
+
+#: Share of a synthetic dataset's windows that should hold a face (the device's tracker found
+#: it in every sampled frame and the pulse window formed); below it the build warns.
+MIN_FACE_COVERAGE = 0.9
+
+
+def _coverage(windows: list[Window], trials: list[SynthTrial]) -> dict:
+    """Which windows hold a face and a pulse image, overall and by skin tone."""
+    face = np.array([bool(w.face_present) for w in windows])
+    pulse = np.array([bool(np.any(w.tfr)) for w in windows])
+    tones = np.array([int(t.truth.get("skin_tone", 0)) for t in trials])
+    subj = np.array([t.subject for t in trials])
+    by_tone = {str(k): {"face": round(float(face[tones == k].mean()), 3), "pulse": round(float(pulse[tones == k].mean()), 3)}
+               for k in sorted(set(tones.tolist()))}
+    without = sorted(int(s) for s in np.unique(subj) if not face[subj == s].any())
+    return {"face": round(float(face.mean()), 4) if face.size else 0.0,
+            "pulse": round(float(pulse.mean()), 4) if pulse.size else 0.0,
+            "by_skin_tone": by_tone, "subjects_without_face": without}
 
 
 def _subject_summary(cfg: SynthConfig, subject: int) -> dict:
