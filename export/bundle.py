@@ -331,8 +331,8 @@ def write_bundle(
                 "checkpoint_sha256": ckpt_sha,
                 # Softmax temperatures inside the graph (valence, arousal): 1 = uncalibrated.
                 "calibration": {"temperature": [float(t) for t in model.temperature.tolist()],
-                                **({"temperature_physio": [float(t) for t in model.temperature_physio.tolist()]}
-                                   if hasattr(model, "temperature_physio") else {}),
+                                **{name: [float(t) for t in getattr(model, name).tolist()]
+                                   for name in ("temperature_pulse", "temperature_physio") if hasattr(model, name)},
                                 "fitted": ckpt.get("calibration")},
             }),
             export=export_environment(),

@@ -595,6 +595,7 @@ def cross_validate(windows, cfg: TrainConfig, cache_dir: Path | None = None) -> 
     # Out-of-fold probabilities (each window by the fold model that never saw its subject).
     n_all = subjects.size
     oof = {"valence": np.full((n_all, 2), np.nan), "arousal": np.full((n_all, 2), np.nan),
+           "valence_no_contact": np.full((n_all, 2), np.nan), "arousal_no_contact": np.full((n_all, 2), np.nan),
            "held_out": np.zeros(n_all, bool)}
     for k, (train_idx, test_idx) in enumerate(tqdm(splits, desc=f"{cfg.model} folds", disable=not cfg.progress)):
         seed_everything(cfg.seed + 1000 * (k + 1))
@@ -611,6 +612,15 @@ def cross_validate(windows, cfg: TrainConfig, cache_dir: Path | None = None) -> 
         for task in TASKS:
             oof[task][test_idx] = probs[task]
         oof["held_out"][test_idx] = True
+        if "present" in names:
+            # The same held-out windows without their contact inputs: the face + pulse case of
+            # a device without a sensor (modality dropout trained the model for it).
+            bare = {n: v[test_idx] for n, v in inputs.items()}
+            bare["present"] = bare["present"].copy()
+            bare["present"][:, 2:] = 0.0
+            probs = predict(model, bare, device=device)
+            for task in TASKS:
+                oof[f"{task}_no_contact"][test_idx] = probs[task]
         metrics = classification_metrics(tgt, {t: probs[t].argmax(1) for t in TASKS})
         metrics.update(
             fold=k, test_subjects=sorted(int(s) for s in np.unique(subjects[test_idx])),
@@ -632,9 +642,10 @@ def cross_validate(windows, cfg: TrainConfig, cache_dir: Path | None = None) -> 
 
 
 def fit_physio_temperature(model: EmotionModel, oof: dict, windows) -> dict | None:
-    """Set ``model.temperature_physio`` (valence, arousal) from the cross-validation's held-out
-    windows that carry a physiological modality (export.mixed.fit_temperature on their
-    out-of-fold log-probabilities).
+    """Set ``model.temperature_physio`` and ``model.temperature_pulse`` (valence, arousal) from
+    the cross-validation's held-out windows (export.mixed.fit_temperature on their out-of-fold
+    log-probabilities): windows with a contact input as they are, for the first; windows with
+    the pulse, their contact inputs removed, for the second.
 
     The final model is trained on every subject, so no subject is left to calibrate it on; the
     folds' models, trained the same way on the other subjects, show how over-confident this
@@ -643,23 +654,31 @@ def fit_physio_temperature(model: EmotionModel, oof: dict, windows) -> dict | No
     face-only case (:func:`train_final`).
 
     Returns:
-        {"valence": T, "arousal": T, "n": {...}, "data": ...}, or None for a model without a
-        physiology temperature or when no held-out window carries physiology.
+        {"contact": {"valence": T, "arousal": T, "n": N}, "pulse": {...}, "data": ...}, or None
+        for a model without these temperatures; a case with no held-out window keeps T = the
+        face-only temperature.
     """
     if not hasattr(model, "temperature_physio") or "present" not in oof:
         return None
-    rows = oof["held_out"] & (np.asarray(oof["present"])[:, 1:].max(axis=1) > 0)
-    if not rows.any():
-        return None
-    tg = _targets(windows, np.flatnonzero(rows))
-    out: dict[str, Any] = {"n": {}}
-    for k, task in enumerate(TASKS):
-        z = np.log(np.clip(oof[task][rows], 1e-7, 1.0))
-        out[task] = fit_temperature(z, tg[task])
-        out["n"][task] = int(rows.sum())
-        model.temperature_physio[k] = out[task]
-    out["data"] = f"{int(rows.sum())} held-out synthetic windows with physiology (subject cross-validation)"
-    log.info("physiology temperatures: valence %.3f, arousal %.3f", out["valence"], out["arousal"])
+    present = np.asarray(oof["present"])
+    held = oof["held_out"]
+    cases = {"contact": (held & (present[:, 2:].max(axis=1) > 0), "", "temperature_physio"),
+             "pulse": (held & (present[:, 1] > 0), "_no_contact", "temperature_pulse")}
+    out: dict[str, Any] = {}
+    for case, (rows, suffix, buffer) in cases.items():
+        temps = getattr(model, buffer)
+        if not rows.any():
+            temps[:] = model.temperature
+            continue
+        tg = _targets(windows, np.flatnonzero(rows))
+        fitted: dict[str, Any] = {"n": int(rows.sum())}
+        for k, task in enumerate(TASKS):
+            z = np.log(np.clip(oof[task + suffix][rows], 1e-7, 1.0))
+            fitted[task] = fit_temperature(z, tg[task])
+            temps[k] = fitted[task]
+        out[case] = fitted
+        log.info("%s temperatures: valence %.3f, arousal %.3f", case, fitted["valence"], fitted["arousal"])
+    out["data"] = "held-out synthetic windows of the subject cross-validation (pulse: their contact inputs removed)"
     return out
 
 

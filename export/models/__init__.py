@@ -190,9 +190,10 @@ def load_checkpoint(path, map_location: str | torch.device = "cpu") -> tuple[Emo
     model = build_model(ckpt["model"], **ckpt["config"])
     state = dict(ckpt["state_dict"])
     state.setdefault("temperature", torch.ones(2))  # checkpoints from before calibration
-    if "temperature_physio" in model.state_dict():
-        # Checkpoints from before the physiology temperature: the face-only one throughout.
-        state.setdefault("temperature_physio", state["temperature"].clone())
+    for name in ("temperature_pulse", "temperature_physio"):
+        if name in model.state_dict():
+            # Checkpoints from before the per-modality temperatures: the face-only one throughout.
+            state.setdefault(name, state["temperature"].clone())
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:

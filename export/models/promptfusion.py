@@ -305,20 +305,25 @@ class PromptFusionMM(PromptFusion):
         self.valence_head = ClassHead(head_in, self.config["head_hidden"], self.config["dropout"])
         self.arousal_head = ClassHead(head_in, self.config["head_hidden"], self.config["dropout"])
         self.drops = (float(drop_face), float(drop_pulse), float(drop_contact))
-        # Softmax temperatures (valence, arousal) of windows where a physiological modality is
-        # present (pulse, contact rows or levels); :attr:`temperature` keeps the face-only ones.
-        # Real photos calibrate the face alone; the physiology's temperature is fitted on
-        # subjects the model never saw (export.train: the cross-validation's held-out windows).
+        # Softmax temperatures (valence, arousal) per set of modalities: :attr:`temperature`
+        # for the face alone (fitted on real photos), :attr:`temperature_pulse` when the rPPG
+        # pulse joins without a contact sensor, :attr:`temperature_physio` when a contact row or
+        # level is present; the last two fitted on subjects the model never saw (export.train:
+        # the cross-validation's held-out windows, with and without their contact inputs).
+        self.register_buffer("temperature_pulse", torch.ones(2))
         self.register_buffer("temperature_physio", torch.ones(2))
 
     def probabilities(self, **inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Calibrated probabilities: the logits divided by :attr:`temperature` when only the face
-        is present, by :attr:`temperature_physio` when any physiological flag is on."""
+        is present, by :attr:`temperature_pulse` with the pulse but no contact input, by
+        :attr:`temperature_physio` with any contact input."""
         v, a = self(**inputs)
-        physio = (inputs["present"][:, 1:].amax(dim=1, keepdim=True) > 0).to(v.dtype)
-        t_v = self.temperature[0] + physio * (self.temperature_physio[0] - self.temperature[0])
-        t_a = self.temperature[1] + physio * (self.temperature_physio[1] - self.temperature[1])
-        return torch.softmax(v / t_v, dim=-1), torch.softmax(a / t_a, dim=-1)
+        present = inputs["present"]
+        contact = (present[:, 2:].amax(dim=1, keepdim=True) > 0).to(v.dtype)
+        pulse = (present[:, 1:2] > 0).to(v.dtype) * (1.0 - contact)
+        face = 1.0 - contact - pulse
+        t = face * self.temperature + pulse * self.temperature_pulse + contact * self.temperature_physio
+        return torch.softmax(v / t[:, 0:1], dim=-1), torch.softmax(a / t[:, 1:2], dim=-1)
 
     def _prompts(self, tfr, contact, contact_level, present):
         pulse = present[:, 1:2]

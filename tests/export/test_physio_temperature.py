@@ -18,23 +18,23 @@ def _model():
     return build_model("promptfusion_mm", n_subjects=3, encoder=encoder_preset("tiny")).eval()
 
 
-def test_the_physiology_temperature_applies_only_when_physiology_is_present():
+def test_each_set_of_modalities_takes_its_own_temperature():
     m = _model()
-    face, tfr, contact, level, present = example_inputs(m, batch=3)
+    face, tfr, contact, level, present = example_inputs(m, batch=4)
     present[:] = 1.0
     present[0, 1:] = 0.0  # face only
-    present[2, 1] = 0.0  # face + contact rows and levels
+    present[1, 2:] = 0.0  # face + pulse, no sensor
+    present[3, 1] = 0.0  # face + contact rows and levels, no pulse
     x = dict(zip(m.input_names, (face, tfr, contact, level, present)))
     m.temperature[:] = torch.tensor([1.5, 2.0])
+    m.temperature_pulse[:] = torch.tensor([3.0, 5.0])
     m.temperature_physio[:] = torch.tensor([4.0, 6.0])
     with torch.no_grad():
         v, a = m(**x)
         pv, pa = m.probabilities(**x)
-    torch.testing.assert_close(pv[0], torch.softmax(v[0] / 1.5, -1))
-    torch.testing.assert_close(pa[0], torch.softmax(a[0] / 2.0, -1))
-    for i in (1, 2):
-        torch.testing.assert_close(pv[i], torch.softmax(v[i] / 4.0, -1))
-        torch.testing.assert_close(pa[i], torch.softmax(a[i] / 6.0, -1))
+    for i, (tv, ta) in enumerate([(1.5, 2.0), (3.0, 5.0), (4.0, 6.0), (4.0, 6.0)]):
+        torch.testing.assert_close(pv[i], torch.softmax(v[i] / tv, -1))
+        torch.testing.assert_close(pa[i], torch.softmax(a[i] / ta, -1))
 
 
 def _windows(valence, arousal):
@@ -55,30 +55,43 @@ def test_overconfident_held_out_predictions_get_a_temperature_above_one():
     present[:50, 1:] = 0.0  # face only: left out
     held = np.ones(n, bool)
     held[50:60] = False
-    oof = {"valence": p, "arousal": p, "held_out": held, "present": present}
+    # Without the contact inputs the same windows are right only 60 % of the time.
+    right_bare = rng.random(n) < 0.6
+    guess_bare = np.where(right_bare, truth, 1 - truth)
+    p_bare = np.where(guess_bare[:, None] == np.arange(2)[None], 0.99, 0.01)
+    oof = {"valence": p, "arousal": p, "valence_no_contact": p_bare, "arousal_no_contact": p_bare,
+           "held_out": held, "present": present}
     m = _model()
     out = fit_physio_temperature(m, oof, _windows(truth, truth))
-    assert out is not None and out["n"]["valence"] == n - 60
-    # The NLL-optimal temperature for 0.99-confident, 70 %-right predictions: the logit gap
-    # log(99) divided by T equals log(0.7 / 0.3).
-    expected = np.log(99.0) / np.log(0.7 / 0.3)
-    assert out["valence"] == pytest.approx(expected, rel=0.05)
-    assert float(m.temperature_physio[0]) == pytest.approx(out["valence"])
-    # Without physiology in any held-out window there is nothing to fit.
+    assert out is not None and out["contact"]["n"] == out["pulse"]["n"] == n - 60
+    # The NLL-optimal temperature for 0.99-confident predictions right a share q of the time:
+    # the logit gap log(99) divided by T equals log(q / (1 - q)).
+    for case, q, buf in (("contact", right[60:].mean(), m.temperature_physio),
+                         ("pulse", right_bare[60:].mean(), m.temperature_pulse)):
+        expected = np.log(99.0) / np.log(q / (1 - q))
+        assert out[case]["valence"] == pytest.approx(expected, rel=0.05), case
+        assert float(buf[0]) == pytest.approx(out[case]["valence"])
+    assert out["pulse"]["valence"] > out["contact"]["valence"] > 1.0
+    # Without physiology in any held-out window both keep the face-only temperature.
     oof["present"] = np.zeros_like(present)
-    assert fit_physio_temperature(_model(), oof, _windows(truth, truth)) is None
+    m = _model()
+    m.temperature[:] = torch.tensor([1.6, 2.1])
+    assert fit_physio_temperature(m, oof, _windows(truth, truth)) == {
+        "data": "held-out synthetic windows of the subject cross-validation (pulse: their contact inputs removed)"}
+    torch.testing.assert_close(m.temperature_pulse, m.temperature)
 
 
 def test_a_checkpoint_from_before_the_physiology_temperature_keeps_the_face_one(tmp_path):
     m = _model()
     m.temperature[:] = torch.tensor([1.6, 2.1])
-    state = {k: v for k, v in m.state_dict().items() if k != "temperature_physio"}
+    state = {k: v for k, v in m.state_dict().items() if k not in ("temperature_physio", "temperature_pulse")}
     from export.models import CHECKPOINT_FORMAT
 
     torch.save({"format": CHECKPOINT_FORMAT, "model": "promptfusion_mm", "config": m.config, "state_dict": state},
                tmp_path / "old.pt")
     loaded, _ = load_checkpoint(tmp_path / "old.pt")
     torch.testing.assert_close(loaded.temperature_physio, torch.tensor([1.6, 2.1]))
+    torch.testing.assert_close(loaded.temperature_pulse, torch.tensor([1.6, 2.1]))
 
 
 def test_a_final_epoch_shows_each_synthetic_window_about_once():

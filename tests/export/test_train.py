@@ -96,7 +96,7 @@ def _cli(argv):
     return run_command(train_cmd, argv)
 
 
-@pytest.mark.parametrize("model", ["promptfusion", "mvp"])
+@pytest.mark.parametrize("model", ["promptfusion", "mvp", "promptfusion_mm"])
 def test_train_cli_end_to_end_on_the_tiny_dataset(tiny, tmp_path, model, capsys):
     data, cache = tiny
     out = tmp_path / model
@@ -123,6 +123,14 @@ def test_train_cli_end_to_end_on_the_tiny_dataset(tiny, tmp_path, model, capsys)
     assert ckpt["data"]["spec"] == "synth:preset=tiny" and ckpt["protocol"]["name"] == "kfold-subject"
     assert ckpt["metrics"]["cross_validation"].keys() == report["summary"].keys()
     assert (ckpt["face_encoder"] is not None) == (model == "mvp")
+    if model == "promptfusion_mm":
+        # The per-modality temperatures, fitted on the folds' held-out windows (contact as they
+        # are; pulse with the contact inputs removed), are in the checkpoint and its record.
+        fitted = ckpt["calibration"]["physiology"]
+        assert fitted["contact"]["n"] == len(data.subject)
+        for case, buf in (("contact", model_obj.temperature_physio), ("pulse", model_obj.temperature_pulse)):
+            if case in fitted:
+                assert [float(t) for t in buf] == pytest.approx([fitted[case]["valence"], fitted[case]["arousal"]])
     assert (out / "face_encoder.pt").is_file()
     # The checkpoint rebuilds the trained model: same outputs as the saved weights give.
     from export.models import face_encoder_from_checkpoint
