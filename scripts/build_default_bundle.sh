@@ -25,12 +25,13 @@
 #   FACE_BUDGET_S wall-time budget of step 0's loop (default none: the schedule follows the steps;
 #                 the shipped encoder used 3600 s on 2 shared CPU cores, see docs/RESULTS.md)
 #   FACE_SYNTHETIC  generator-warped faces rendered for step 0 (default 4000)
-#   STILLS_PER_EPOCH  real photos drawn per epoch of the final model (default 6144)
+#   STILLS_PER_EPOCH  real photos drawn per epoch of the final model (default 12288: 32 per
+#                 synthetic window, the ratio of the 24-subject corpus it was 6144 for)
 #   MODEL      model to train (default promptfusion_mm: face clip, rPPG TFR and contact PPG / EDA,
 #              each but the face optional, so the demo gives valence / arousal from its first
 #              face clip)
 #   ENCODER    face encoder size (default small: 64x64 crops, dim 192, 4 blocks)
-#   DATA       training data spec (default synth:preset=default,faces=$FACES, 24 subjects x 8 trials)
+#   DATA       training data spec (default synth:preset=default,faces=$FACES, 48 subjects x 8 trials)
 #   WORK       working folder (default: a new temporary folder, kept for inspection)
 #   WORKERS    processes building the synthetic dataset (default 2)
 #   EPOCHS     maximum training epochs (default: emofuse train's)
@@ -54,7 +55,7 @@ DEST="${DEST:-edge/default_bundle}"
 EMOFUSE="${EMOFUSE:-python3 -m edge.cli}"
 FACE_EPOCHS="${FACE_EPOCHS:-40}"
 FACE_SYNTHETIC="${FACE_SYNTHETIC:-4000}"
-STILLS_PER_EPOCH="${STILLS_PER_EPOCH:-6144}"
+STILLS_PER_EPOCH="${STILLS_PER_EPOCH:-12288}"
 FACE_ARGS=()
 if [[ -n "${FACE_BUDGET_S:-}" ]]; then FACE_ARGS+=(--time-budget-s "$FACE_BUDGET_S"); fi
 TRAIN_ARGS=()
