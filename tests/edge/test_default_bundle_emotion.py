@@ -23,9 +23,11 @@ SETTLE_S = 10.0
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="issue 14 open: 5 of the 6 segment checks pass, the tense segment's valence "
-                   "does not (INT8, mean P(high) after 10 s: tense V 0.37 / A 0.74, calm V 0.80 / A 0.02, elated V 0.99 / "
-                   "A 0.74; the tense segment needs V <= 0.30): the astronaut's frown warp still reads as half a smile")
+@pytest.mark.xfail(strict=True, reason="issue 14 open: 2 of the 6 segment checks pass (INT8-equivalent FP32 run, "
+                   "mean P(high) after 10 s: tense V 0.57 / A 0.48, calm V 0.87 / A 0.54, elated V 0.85 / A 0.47): the "
+                   "calm and elated valence follow the script, but the arousal of every segment sits near 0.5 - the "
+                   "pulse-set temperature (2.1) softens the pulse, the contact rows join only after 54 s, and the "
+                   "astronaut's tense frown still reads as half a smile")
 def test_demo_follows_its_script():
     bundle = resolve_bundle("default")
     if "present" not in bundle.input_names:
@@ -67,18 +69,14 @@ def test_real_faces_through_emofuse_faces(tmp_path, capsys):
     assert summary["valence"]["ece"] <= 0.08
 
 
-# Measured on the shipped INT8 graph: valence 0.888, arousal 0.785, valence ECE 0.014 (issue 14's
-# targets, 0.93 and 0.80, are not met: docs/RESULTS.md).
+# Measured on the shipped INT8 graph: valence 0.867, arousal 0.812, valence ECE 0.015 (issue 14's
+# arousal target, 0.80, is met; valence, 0.93, is not: docs/RESULTS.md).
 VALENCE_FLOOR = 0.86
-AROUSAL_FLOOR = 0.76
+AROUSAL_FLOOR = 0.80
 
 
 @pytest.mark.slow
 @pytest.mark.realdata
-@pytest.mark.xfail(strict=True, reason="issue 14 open: on the real webcam clip (a person sitting quietly) the face "
-                   "alone gives moderate answers (2-8 s: P(V+) 0.72-0.94, P(A+) 0.10-0.30), but once the pulse image "
-                   "joins (9 s on) P(A+) falls to 0.002-0.03 and P(V+) swings 0.016-0.995: the pulse branch learnt "
-                   "the synthetic generator's physiology-emotion rules and is overconfident on a real pulse")
 def test_real_clip_probabilities_are_never_extreme(capsys):
     """Issue 14, section 3: on the real webcam clip no window has P < 0.05 or P > 0.95 - the
     person sits quietly, with no strong expression - through `emofuse replay` with the
