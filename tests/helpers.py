@@ -37,9 +37,13 @@ def run_command(module, argv) -> int:
 
 
 def face_only_bundle(tmp_path_factory):
-    """A bundle whose model needs only the face (VA from 10 s on): the default bundle if it is
-    such, else a tiny PromptFusion trained and exported with the real pipeline (built once per
-    test session)."""
+    """A bundle whose model needs only the face video (VA from 10 s on): the default bundle if it
+    is such, else a tiny PromptFusion (face clip + pulse image) trained and exported with the real
+    pipeline (built once per test session). Its record forms every pulse window
+    (``rppg.tfr_min_quality`` 0, what bundles before the key computed): these tests check the
+    plumbing on small synthetic faces whose pulse the quality gate may reject, which would leave
+    a model that requires the pulse without an answer (tests/edge/test_pulse_gate_absent.py
+    covers that rule)."""
     from edge.bundle import load_bundle
     from edge.pipeline import DEFAULT_BUNDLE_DIR
 
@@ -58,7 +62,10 @@ def face_only_bundle(tmp_path_factory):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        data = build_synth_dataset(preset="tiny", n_subjects=2, cache_dir=root / "cache")
+        from edge.spec import DEFAULT
+
+        data = build_synth_dataset(preset="tiny", n_subjects=2, cache_dir=root / "cache",
+                                   preprocessing=DEFAULT.replace(**{"rppg.tfr_min_quality": 0.0}))
         data.save(root / "tiny.npz")
         cfg = TrainConfig(model="promptfusion", epochs=1, batch_size=8, pretrain_steps=2, device="cpu",
                           progress=False)

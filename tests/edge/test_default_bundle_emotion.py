@@ -23,8 +23,8 @@ SETTLE_S = 10.0
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="issue 14 open: 2 of the 6 segment checks pass (INT8-equivalent FP32 run, "
-                   "mean P(high) after 10 s: tense V 0.57 / A 0.48, calm V 0.87 / A 0.54, elated V 0.85 / A 0.47): the "
+@pytest.mark.xfail(strict=True, reason="issue 14 open: 2 of the 6 segment checks pass (INT8, mean P(high) after "
+                   "10 s: tense V 0.57 / A 0.48, calm V 0.86 / A 0.54, elated V 0.85 / A 0.47): the "
                    "calm and elated valence follow the script, but the arousal of every segment sits near 0.5 - the "
                    "pulse-set temperature (2.1) softens the pulse, the contact rows join only after 54 s, and the "
                    "astronaut's tense frown still reads as half a smile")
