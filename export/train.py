@@ -25,7 +25,6 @@ Measured results and the commands that reproduce them: docs/RESULTS.md.
 from __future__ import annotations
 
 import copy
-from typing import Any
 import hashlib
 import inspect
 import json
@@ -36,6 +35,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -618,9 +618,9 @@ def cross_validate(windows, cfg: TrainConfig, cache_dir: Path | None = None) -> 
             bare = {n: v[test_idx] for n, v in inputs.items()}
             bare["present"] = bare["present"].copy()
             bare["present"][:, 2:] = 0.0
-            probs = predict(model, bare, device=device)
+            bare_probs = predict(model, bare, device=device)
             for task in TASKS:
-                oof[f"{task}_no_contact"][test_idx] = probs[task]
+                oof[f"{task}_no_contact"][test_idx] = bare_probs[task]
         metrics = classification_metrics(tgt, {t: probs[t].argmax(1) for t in TASKS})
         metrics.update(
             fold=k, test_subjects=sorted(int(s) for s in np.unique(subjects[test_idx])),
