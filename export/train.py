@@ -55,6 +55,10 @@ log = logging.getLogger(__name__)
 
 PROTOCOLS = ("loso", "kfold-subject")
 TASKS = ("valence", "arousal")
+#: Held-out windows re-scored with part of their inputs removed (present flags zeroed), as the
+#: runtime meets them: no contact sensor (face + pulse), and a sensor's first ~54 s (its levels,
+#: not yet its rows). Suffix of the out-of-fold keys -> flag columns (edge.preprocess.MODALITIES).
+REDUCED_CASES = {"_no_contact": (2, 3, 4, 5), "_levels_only": (2, 3)}
 
 
 @dataclass
@@ -594,9 +598,8 @@ def cross_validate(windows, cfg: TrainConfig, cache_dir: Path | None = None) -> 
     folds = []
     # Out-of-fold probabilities (each window by the fold model that never saw its subject).
     n_all = subjects.size
-    oof = {"valence": np.full((n_all, 2), np.nan), "arousal": np.full((n_all, 2), np.nan),
-           "valence_no_contact": np.full((n_all, 2), np.nan), "arousal_no_contact": np.full((n_all, 2), np.nan),
-           "held_out": np.zeros(n_all, bool)}
+    oof = {f"{task}{suffix}": np.full((n_all, 2), np.nan) for task in TASKS for suffix in ("",) + tuple(REDUCED_CASES)}
+    oof["held_out"] = np.zeros(n_all, bool)
     for k, (train_idx, test_idx) in enumerate(tqdm(splits, desc=f"{cfg.model} folds", disable=not cfg.progress)):
         seed_everything(cfg.seed + 1000 * (k + 1))
         encoder, enc_hist = cache.get(windows, subjects[train_idx]) if uses_encoder else (None, None)
@@ -612,16 +615,20 @@ def cross_validate(windows, cfg: TrainConfig, cache_dir: Path | None = None) -> 
         for task in TASKS:
             oof[task][test_idx] = probs[task]
         oof["held_out"][test_idx] = True
-        if "present" in names:
-            # The same held-out windows without their contact inputs: the face + pulse case of
-            # a device without a sensor (modality dropout trained the model for it).
-            bare = {n: v[test_idx] for n, v in inputs.items()}
-            bare["present"] = bare["present"].copy()
-            bare["present"][:, 2:] = 0.0
-            bare_probs = predict(model, bare, device=device)
-            for task in TASKS:
-                oof[f"{task}_no_contact"][test_idx] = bare_probs[task]
         metrics = classification_metrics(tgt, {t: probs[t].argmax(1) for t in TASKS})
+        if "present" in names:
+            # The same held-out windows with part of their contact inputs removed, as the runtime
+            # sees them (modality dropout trained the model for both): no sensor (face + pulse),
+            # and a sensor's first ~54 s, its levels without its rows.
+            for suffix, flags in REDUCED_CASES.items():
+                bare = {n: v[test_idx] for n, v in inputs.items()}
+                bare["present"] = bare["present"].copy()
+                bare["present"][:, list(flags)] = 0.0
+                bare_probs = predict(model, bare, device=device)
+                for task in TASKS:
+                    oof[f"{task}{suffix}"][test_idx] = bare_probs[task]
+                part = classification_metrics(tgt, {t: bare_probs[t].argmax(1) for t in TASKS})
+                metrics.update({f"{suffix[1:]}_{k}": v for k, v in part.items()})
         metrics.update(
             fold=k, test_subjects=sorted(int(s) for s in np.unique(subjects[test_idx])),
             val_subjects=sorted(int(s) for s in np.unique(subjects[val_idx])),
@@ -662,23 +669,30 @@ def fit_physio_temperature(model: EmotionModel, oof: dict, windows) -> dict | No
         return None
     present = np.asarray(oof["present"])
     held = oof["held_out"]
-    cases = {"contact": (held & (present[:, 2:].max(axis=1) > 0), "", "temperature_physio"),
-             "pulse": (held & (present[:, 1] > 0), "_no_contact", "temperature_pulse")}
+    contact = held & (present[:, 2:].max(axis=1) > 0)
+    levels = held & (present[:, 4:].max(axis=1) > 0)
+    # The contact temperature covers both patterns the runtime gives it: rows and levels, and
+    # levels alone (a sensor's first ~54 s); older out-of-fold records lack the second.
+    cases = {"contact": ([(contact, "")] + ([(levels, "_levels_only")] if "valence_levels_only" in oof else []),
+                         "temperature_physio"),
+             "pulse": ([(held & (present[:, 1] > 0), "_no_contact")], "temperature_pulse")}
     out: dict[str, Any] = {}
-    for case, (rows, suffix, buffer) in cases.items():
+    for case, (parts, buffer) in cases.items():
         temps = getattr(model, buffer)
-        if not rows.any():
+        n_rows = sum(int(rows.sum()) for rows, _ in parts)
+        if not n_rows:
             temps[:] = model.temperature
             continue
-        tg = _targets(windows, np.flatnonzero(rows))
-        fitted: dict[str, Any] = {"n": int(rows.sum())}
+        fitted: dict[str, Any] = {"n": n_rows}
         for k, task in enumerate(TASKS):
-            z = np.log(np.clip(oof[task + suffix][rows], 1e-7, 1.0))
-            fitted[task] = fit_temperature(z, tg[task])
+            z = np.concatenate([np.log(np.clip(oof[task + suffix][rows], 1e-7, 1.0)) for rows, suffix in parts])
+            t = np.concatenate([_targets(windows, np.flatnonzero(rows))[task] for rows, _ in parts])
+            fitted[task] = fit_temperature(z, t)
             temps[k] = fitted[task]
         out[case] = fitted
         log.info("%s temperatures: valence %.3f, arousal %.3f", case, fitted["valence"], fitted["arousal"])
-    out["data"] = "held-out synthetic windows of the subject cross-validation (pulse: their contact inputs removed)"
+    out["data"] = ("held-out synthetic windows of the subject cross-validation (contact: as they are and with their "
+                   "contact rows removed; pulse: their contact inputs removed)")
     return out
 
 

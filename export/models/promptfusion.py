@@ -277,7 +277,11 @@ class PromptFusionMM(PromptFusion):
     - Training: modality dropout (Neverova et al. 2016, "ModDrop: Adaptive Multi-Modal Gesture
       Recognition", IEEE TPAMI 38(8)) drops each present modality group with its own
       probability (face ``drop_face``, pulse ``drop_pulse``, contact ``drop_contact``), never
-      all of them, so the heads learn every subset; targets of -1 (a still photo whose
+      all of them, so the heads learn every subset. Within a kept contact group the rows are
+      dropped with ``drop_rows`` (the runtime has the levels after 10 s but the rows only once
+      90 % of a 60 s window exists, so a worn sensor's first ~54 s are levels alone) and each
+      channel - PPG row and heart-rate level, EDA row and level - with ``drop_channel`` (a
+      sensor with one of the two). Targets of -1 (a still photo whose
       expression says nothing about arousal, say) and subjects of -1 (photos are not training
       subjects) are left out of their losses.
 
@@ -291,10 +295,11 @@ class PromptFusionMM(PromptFusion):
     optional_inputs = ("tfr", "contact", "contact_level")
 
     def __init__(self, n_subjects: int = 2, encoder: dict | None = None, contact_width: int = 8,
-                 drop_face: float = 0.15, drop_pulse: float = 0.3, drop_contact: float = 0.4, **kwargs):
+                 drop_face: float = 0.15, drop_pulse: float = 0.3, drop_contact: float = 0.4,
+                 drop_rows: float = 0.35, drop_channel: float = 0.15, **kwargs):
         super().__init__(n_subjects=n_subjects, encoder=encoder, **kwargs)
         self.config.update(contact_width=contact_width, drop_face=drop_face, drop_pulse=drop_pulse,
-                           drop_contact=drop_contact)
+                           drop_contact=drop_contact, drop_rows=drop_rows, drop_channel=drop_channel)
         d, depth = self.encoder.dim, len(self.encoder.blocks)
         self.contact_cnn = ContactCNN(2, contact_width)
         self.contact_to_prompts = nn.Linear(self.contact_cnn.out_dim + 2 + N_FLAGS, depth * self.n_prompts * d)
@@ -305,6 +310,7 @@ class PromptFusionMM(PromptFusion):
         self.valence_head = ClassHead(head_in, self.config["head_hidden"], self.config["dropout"])
         self.arousal_head = ClassHead(head_in, self.config["head_hidden"], self.config["dropout"])
         self.drops = (float(drop_face), float(drop_pulse), float(drop_contact))
+        self.contact_drops = (float(drop_rows), float(drop_channel))
         # Softmax temperatures (valence, arousal) per set of modalities: :attr:`temperature`
         # for the face alone (fitted on real photos), :attr:`temperature_pulse` when the rPPG
         # pulse joins without a contact sensor, :attr:`temperature_physio` when a contact row or
@@ -357,6 +363,14 @@ class PromptFusionMM(PromptFusion):
         for g, p in zip(groups, self.drops):
             drop = torch.rand(b, device=present.device) < p
             out[:, list(g)] = torch.where(drop[:, None], torch.zeros_like(out[:, list(g)]), out[:, list(g)])
+        # Patterns inside the contact group that the runtime produces: levels without rows (a
+        # sensor's first ~54 s), one channel without the other (a PPG-only or EDA-only sensor).
+        drop_rows, drop_channel = getattr(self, "contact_drops", (0.0, 0.0))
+        parts = [((2, 3), drop_rows), ((2, 4), drop_channel), ((3, 5), drop_channel)]
+        for g, p in parts:
+            if p > 0:
+                drop = torch.rand(b, device=present.device) < p
+                out[:, list(g)] = torch.where(drop[:, None], torch.zeros_like(out[:, list(g)]), out[:, list(g)])
         left = (out[:, 0] + out[:, 1] + out[:, 2:].amax(dim=1)) > 0
         return torch.where(left[:, None], out, present)
 

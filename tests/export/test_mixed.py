@@ -34,6 +34,7 @@ def test_an_absent_input_is_ignored_whatever_its_values():
 def test_modality_dropout_never_drops_everything():
     m = _model()
     m.drops = (0.9, 0.9, 0.9)
+    m.contact_drops = (0.0, 0.0)  # the groups alone (the patterns inside the contact group: below)
     torch.manual_seed(0)
     present = torch.ones(4000, 6)
     out = m.modality_dropout(present)
@@ -43,6 +44,25 @@ def test_modality_dropout_never_drops_everything():
     # 0.9 * (1 - 0.9 * 0.9) = 0.171.
     assert float((out[:, 0] == 0).float().mean()) == pytest.approx(0.171, abs=0.02)
     assert bool(((out[:, 2:] == 0).all(dim=1) | (out[:, 2:] == 1).all(dim=1)).all())
+
+
+def test_modality_dropout_makes_the_contact_patterns_the_runtime_gives():
+    """Levels without rows (a sensor's first ~54 s: levels after 10 s, rows after 54 s) and one
+    channel without the other (a PPG-only or EDA-only sensor); never rows without their level."""
+    m = _model()
+    m.drops = (0.0, 0.0, 0.4)
+    torch.manual_seed(0)
+    out = m.modality_dropout(torch.ones(20000, 6))
+    rows, levels = out[:, 2:4], out[:, 4:6]
+    kept = levels.amax(dim=1) > 0
+    levels_only = kept & (rows.amax(dim=1) == 0)
+    # P(contact kept) = 0.6; within it the rows go with 0.35, each channel with 0.15.
+    assert float(kept.float().mean()) == pytest.approx(0.6 * (1 - 0.15**2), abs=0.02)
+    assert float(levels_only.float().mean()) == pytest.approx(0.6 * 0.35 * (1 - 0.15**2), abs=0.02)
+    assert bool((rows <= levels).all())  # a row never without its own level
+    one_channel = (levels.sum(dim=1) == 1)
+    assert float(one_channel.float().mean()) == pytest.approx(0.6 * 2 * 0.15 * 0.85, abs=0.02)
+    assert bool((out[:, :2] == 1).all())
 
 
 def test_missing_targets_and_photo_subjects_stay_out_of_the_losses():

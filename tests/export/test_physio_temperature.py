@@ -77,8 +77,36 @@ def test_overconfident_held_out_predictions_get_a_temperature_above_one():
     m = _model()
     m.temperature[:] = torch.tensor([1.6, 2.1])
     assert fit_physio_temperature(m, oof, _windows(truth, truth)) == {
-        "data": "held-out synthetic windows of the subject cross-validation (pulse: their contact inputs removed)"}
+        "data": "held-out synthetic windows of the subject cross-validation (contact: as they are and with their "
+                "contact rows removed; pulse: their contact inputs removed)"}
     torch.testing.assert_close(m.temperature_pulse, m.temperature)
+
+
+def test_the_contact_temperature_also_covers_levels_without_rows():
+    """The runtime's first ~54 s with a sensor (levels, no rows yet) use the contact temperature,
+    so it is fitted on those held-out predictions too, pooled with the full-contact ones."""
+    rng = np.random.default_rng(1)
+    n = 300
+    truth = rng.integers(0, 2, n)
+
+    def confident(q):
+        right = rng.random(n) < q
+        guess = np.where(right, truth, 1 - truth)
+        return np.where(guess[:, None] == np.arange(2)[None], 0.99, 0.01), right
+
+    p_full, right_full = confident(0.9)
+    p_levels, right_levels = confident(0.6)
+    oof = {"valence": p_full, "arousal": p_full, "valence_no_contact": p_levels, "arousal_no_contact": p_levels,
+           "valence_levels_only": p_levels, "arousal_levels_only": p_levels,
+           "held_out": np.ones(n, bool), "present": np.ones((n, 6), np.float32)}
+    m = _model()
+    out = fit_physio_temperature(m, oof, _windows(truth, truth))
+    assert out is not None and out["contact"]["n"] == 2 * n
+    q = np.concatenate([right_full, right_levels]).mean()
+    assert out["contact"]["valence"] == pytest.approx(np.log(99.0) / np.log(q / (1 - q)), rel=0.05)
+    # Full-contact predictions alone would have asked for a much lower temperature.
+    q_full = right_full.mean()
+    assert out["contact"]["valence"] > 1.5 * np.log(99.0) / np.log(q_full / (1 - q_full))
 
 
 def test_a_checkpoint_from_before_the_physiology_temperature_keeps_the_face_one(tmp_path):

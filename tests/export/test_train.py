@@ -106,7 +106,11 @@ def test_train_cli_end_to_end_on_the_tiny_dataset(tiny, tmp_path, model, capsys)
     assert rc == 0
     assert "valence" in capsys.readouterr().out
     report = json.loads((out / "metrics.json").read_text())
-    assert set(report["summary"]) == {"valence_acc", "valence_f1", "arousal_acc", "arousal_f1"}
+    base = {"valence_acc", "valence_f1", "arousal_acc", "arousal_f1"}
+    # promptfusion_mm's folds are also scored on the held-out windows with their contact inputs
+    # removed (no sensor) and with their levels alone (a sensor's first ~54 s).
+    cases = ("", "no_contact_", "levels_only_") if model == "promptfusion_mm" else ("",)
+    assert set(report["summary"]) == {c + k for c in cases for k in base}
     assert len(report["folds"]) == 2
     tested = set()
     for fold in report["folds"]:
@@ -127,7 +131,8 @@ def test_train_cli_end_to_end_on_the_tiny_dataset(tiny, tmp_path, model, capsys)
         # The per-modality temperatures, fitted on the folds' held-out windows (contact as they
         # are; pulse with the contact inputs removed), are in the checkpoint and its record.
         fitted = ckpt["calibration"]["physiology"]
-        assert fitted["contact"]["n"] == len(data.subject)
+        # every tiny window carries contact rows and levels: each counts as it is and as levels only
+        assert fitted["contact"]["n"] == 2 * len(data.subject)
         for case, buf in (("contact", model_obj.temperature_physio), ("pulse", model_obj.temperature_pulse)):
             if case in fitted:
                 assert [float(t) for t in buf] == pytest.approx([fitted[case]["valence"], fitted[case]["arousal"]])
