@@ -72,14 +72,13 @@ def _exact_box_error(tone: int, rate: float, seed: int) -> float:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="not met: with the adaptive skin rule (box first, 9ddcdbc) and the "
-                                       "renderer's auto-exposure every tone keeps its skin and tone 10 is at 0.70 bpm "
-                                       "(was 67); this test's means run 0.42 (tone 6) to 1.78 bpm (tone 2), ratio "
-                                       "4.2, with 3 windows a tone the spread is mostly sampling; bench/skin_tones.py "
-                                       "hr figures in docs/BENCHMARKS.md, issue 10")
 def test_worst_tone_error_is_within_1_5x_the_best():
-    means = {tone: float(np.mean([_exact_box_error(tone, rate, 500 + 10 * tone + k)
-                                  for k, rate in enumerate(RATES_BPM)])) for tone in range(1, 11)}
+    """Every tone sees the same three sessions (same seeds: the same heart, breathing, motion,
+    light and sensor noise), so the comparison isolates the skin tone. With a different seed per
+    tone the ratio measured the sessions: 3 windows a tone whose errors differ by 1-3 bpm from one
+    session to the next whatever the tone (docs/BENCHMARKS.md)."""
+    means = {tone: float(np.mean([_exact_box_error(tone, rate, 500 + k) for k, rate in enumerate(RATES_BPM)]))
+             for tone in range(1, 11)}
     print("mean |error| per Monk tone, bpm:", {k: round(v, 2) for k, v in means.items()})
     best, worst = min(means.values()), max(means.values())
     assert worst <= MAX_TONE_RATIO * best, means
