@@ -598,7 +598,8 @@ def cross_validate(windows, cfg: TrainConfig, cache_dir: Path | None = None) -> 
     folds = []
     # Out-of-fold probabilities (each window by the fold model that never saw its subject).
     n_all = subjects.size
-    oof = {f"{task}{suffix}": np.full((n_all, 2), np.nan) for task in TASKS for suffix in ("",) + tuple(REDUCED_CASES)}
+    oof: dict[str, np.ndarray] = {f"{task}{suffix}": np.full((n_all, 2), np.nan)
+                                  for task in TASKS for suffix in ("",) + tuple(REDUCED_CASES)}
     oof["held_out"] = np.zeros(n_all, bool)
     for k, (train_idx, test_idx) in enumerate(tqdm(splits, desc=f"{cfg.model} folds", disable=not cfg.progress)):
         seed_everything(cfg.seed + 1000 * (k + 1))
