@@ -611,7 +611,8 @@ def cross_validate(windows, cfg: TrainConfig, cache_dir: Path | None = None) -> 
         hist = fit(model, {n: v[fit_idx] for n, v in inputs.items()}, _targets(windows, fit_idx, smap), cfg,
                    device, {n: v[val_idx] for n, v in inputs.items()}, _targets(windows, val_idx),
                    desc=f"fold {k + 1}/{len(splits)}", seed=cfg.seed + k)
-        probs = predict(model, {n: v[test_idx] for n, v in inputs.items()}, device=device)
+        held_in = {n: v[test_idx] for n, v in inputs.items()}
+        probs = predict(model, held_in, device=device)
         tgt = _targets(windows, test_idx)
         for task in TASKS:
             oof[task][test_idx] = probs[task]
@@ -622,14 +623,13 @@ def cross_validate(windows, cfg: TrainConfig, cache_dir: Path | None = None) -> 
             # sees them (modality dropout trained the model for both): no sensor (face + pulse),
             # and a sensor's first ~54 s, its levels without its rows.
             for suffix, flags in REDUCED_CASES.items():
-                bare = {n: v[test_idx] for n, v in inputs.items()}
-                bare["present"] = bare["present"].copy()
+                bare = dict(held_in, present=held_in["present"].copy())
                 bare["present"][:, list(flags)] = 0.0
                 bare_probs = predict(model, bare, device=device)
                 for task in TASKS:
                     oof[f"{task}{suffix}"][test_idx] = bare_probs[task]
                 part = classification_metrics(tgt, {t: bare_probs[t].argmax(1) for t in TASKS})
-                metrics.update({f"{suffix[1:]}_{k}": v for k, v in part.items()})
+                metrics.update({f"{suffix[1:]}_{name}": value for name, value in part.items()})
         metrics.update(
             fold=k, test_subjects=sorted(int(s) for s in np.unique(subjects[test_idx])),
             val_subjects=sorted(int(s) for s in np.unique(subjects[val_idx])),

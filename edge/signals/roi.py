@@ -349,6 +349,11 @@ def _skin_args(skin) -> tuple | None:
     return True, cr_lo, cr_hi - cr_lo, cb_lo, cb_hi - cb_lo, 0, 255
 
 
+# The adaptive rule's fixed box: its Cr / Cb bounds for the histogram's count, and the kernel
+# arguments the rule returns when that box holds the face (computed once, not per frame).
+_ADAPTIVE_BOX_BOUNDS = SKIN_RULES[ADAPTIVE_BOX_RULE]
+_ADAPTIVE_BOX_ARGS = _skin_args(ADAPTIVE_BOX_RULE)
+
 # One (4, 256) histogram per thread, reused: the adaptive rule allocates nothing per frame.
 _HIST = threading.local()
 
@@ -365,13 +370,12 @@ def _adaptive_args(frame_bgr, clipped) -> tuple:
         ix0, iy0 = int(np.floor(x0 + 0.5)), int(np.floor(y0 + 0.5))
         ix1, iy1 = int(np.floor(x1 + 0.5)), int(np.floor(y1 + 0.5))
         if ix1 > ix0 and iy1 > iy0:
-            _ycc_hist(frame_bgr, ix0, iy0, ix1, iy1, ADAPTIVE_STRIDE, hist, *SKIN_RULES[ADAPTIVE_BOX_RULE])
+            _ycc_hist(frame_bgr, ix0, iy0, ix1, iy1, ADAPTIVE_STRIDE, hist, *_ADAPTIVE_BOX_BOUNDS)
     total = int(hist[0].sum())
     if total > 0 and hist[3, 0] >= ADAPTIVE_BOX_MIN_SHARE * total:
         # The fixed box holds most of the face: it is the steadier mask (a median moves by a
         # bin from frame to frame and its box edge with it).
-        cr_lo, cr_hi, cb_lo, cb_hi = SKIN_RULES[ADAPTIVE_BOX_RULE]
-        return True, cr_lo, cr_hi - cr_lo, cb_lo, cb_hi - cb_lo, 0, 255
+        return _ADAPTIVE_BOX_ARGS
     return (True, *_adaptive_box(hist, ADAPTIVE_CHROMA_RADIUS, ADAPTIVE_MIN_REDNESS))
 
 

@@ -358,19 +358,17 @@ class PromptFusionMM(PromptFusion):
     def modality_dropout(self, present: torch.Tensor) -> torch.Tensor:
         """Flags with modality groups dropped at random (training only); at least one group stays."""
         b = present.shape[0]
-        groups = ((0,), (1,), (2, 3, 4, 5))
+        drop_face, drop_pulse, drop_contact = self.drops
+        drop_rows, drop_channel = self.contact_drops
+        # The groups, then the patterns inside the contact group that the runtime produces:
+        # levels without rows (a sensor's first ~54 s), one channel without the other (a
+        # PPG-only or EDA-only sensor).
+        drops = (([0], drop_face), ([1], drop_pulse), ([2, 3, 4, 5], drop_contact),
+                 ([2, 3], drop_rows), ([2, 4], drop_channel), ([3, 5], drop_channel))
         out = present.clone()
-        for g, p in zip(groups, self.drops):
+        for cols, p in drops:
             drop = torch.rand(b, device=present.device) < p
-            out[:, list(g)] = torch.where(drop[:, None], torch.zeros_like(out[:, list(g)]), out[:, list(g)])
-        # Patterns inside the contact group that the runtime produces: levels without rows (a
-        # sensor's first ~54 s), one channel without the other (a PPG-only or EDA-only sensor).
-        drop_rows, drop_channel = getattr(self, "contact_drops", (0.0, 0.0))
-        parts = [((2, 3), drop_rows), ((2, 4), drop_channel), ((3, 5), drop_channel)]
-        for g, p in parts:
-            if p > 0:
-                drop = torch.rand(b, device=present.device) < p
-                out[:, list(g)] = torch.where(drop[:, None], torch.zeros_like(out[:, list(g)]), out[:, list(g)])
+            out[:, cols] = torch.where(drop[:, None], torch.zeros_like(out[:, cols]), out[:, cols])
         left = (out[:, 0] + out[:, 1] + out[:, 2:].amax(dim=1)) > 0
         return torch.where(left[:, None], out, present)
 
